@@ -1,0 +1,48 @@
+"""Building torch modules from a config and a checkpoint without paying for random init.
+
+The module is created on the meta device (no memory, no init), its expected key names and shapes are
+checked against the checkpoint with an error naming every difference, then the checkpoint tensors
+are assigned in place (strict). Non-persistent buffers that only a constructor computes are rebuilt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .weights import WeightsError, check_state_dict
+
+
+def build_on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    with torch.device("meta"):
+        return factory()
+
+
+def load_strict(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    path: Path,
+    expected: str,
+    dtype: torch.dtype | None = None,
+) -> torch.nn.Module:
+    """Assign ``state_dict`` into a meta-built ``module`` after checking keys and shapes."""
+    expected_shapes = {k: v.shape for k, v in module.state_dict().items()}
+    check_state_dict(expected_shapes, state_dict, path, expected)
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    module.load_state_dict(state_dict, strict=True, assign=True)
+    _rebuild_meta_buffers(module, path, expected)
+    return module.eval().requires_grad_(False)
+
+
+def _rebuild_meta_buffers(module: torch.nn.Module, path: Path, expected: str) -> None:
+    for owner in module.modules():
+        for name, buffer in list(owner._buffers.items()):
+            if buffer is None or buffer.device.type != "meta":
+                continue
+            if name == "position_ids":  # transformers' CLIP/ViT embeddings: arange(num_positions)[None]
+                owner._buffers[name] = torch.arange(buffer.shape[-1], dtype=buffer.dtype).expand(buffer.shape)
+            else:
+                raise WeightsError(f"{path} does not provide buffer {name!r} of {type(owner).__name__} ({expected})")

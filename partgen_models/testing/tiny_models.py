@@ -1,0 +1,229 @@
+"""Writers of tiny Zero123++ folders and InstantMesh UNet files (the real layouts, tiny widths)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Stable Diffusion 2 / Zero123++ v1.2 component configs (sudo-ai/zero123plus-v1.2); the benchmark
+# builds these with random weights, and a test checks their parameter counts against the release's.
+REAL_ZERO123PP_CONFIGS: dict[str, dict[str, Any]] = {
+    "unet": dict(
+        sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
+        norm_num_groups=32, upcast_attention=False,
+    ),
+    "vae": dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
+        block_out_channels=(128, 256, 512, 512), sample_size=768, scaling_factor=0.18215,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    ),
+    "text_encoder": dict(
+        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+        num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
+    ),
+    "vision_encoder": dict(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+        image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
+    ),
+}
+
+_TINY_WIDTH = 32
+TINY_ZERO123PP_CONFIGS: dict[str, dict[str, Any]] = {
+    "unet": dict(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4), cross_attention_dim=_TINY_WIDTH, use_linear_projection=True,
+        norm_num_groups=8, upcast_attention=False,
+    ),
+    # Four blocks keep the real 8x down-sampling, so latent and grid sizes are the real ones.
+    "vae": dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4,
+        block_out_channels=(8, 8, 16, 16), sample_size=64, scaling_factor=0.18215,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    ),
+    "text_encoder": dict(
+        vocab_size=514, hidden_size=_TINY_WIDTH, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=16,
+        bos_token_id=512, eos_token_id=513, pad_token_id=0,
+    ),
+    "vision_encoder": dict(
+        hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        image_size=224, patch_size=32, projection_dim=_TINY_WIDTH, hidden_act="gelu",
+    ),
+}
+
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def _processor_config(size: int, mean: list[float], std: list[float]) -> dict:
+    return {
+        "crop_size": {"height": size, "width": size},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": mean,
+        "image_processor_type": "CLIPImageProcessor",
+        "image_std": std,
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": size},
+    }
+
+
+SCHEDULER_CONFIG = {
+    "_class_name": "EulerAncestralDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "steps_offset": 1,
+    "timestep_spacing": "linspace",
+    "trained_betas": None,
+}
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's byte-to-printable-character table (the order CLIP's vocab.json starts with)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in chars]
+
+
+def _write_tokenizer(folder: Path) -> None:
+    """A CLIP BPE tokenizer with byte-level tokens only (514 entries, "!" = 0 as in SD2's pad)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), "utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", "utf-8")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!", "unk_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special), "utf-8")
+    config = dict(special, model_max_length=77, do_lower_case=True, tokenizer_class="CLIPTokenizer", errors="replace")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), "utf-8")
+
+
+def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float = 1.0) -> torch.nn.Module:
+    """Overwrite every parameter with seeded noise: the constructors zero some output layers, which
+    would make a random model's output trivially zero and a parity test unable to fail."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if param.ndim == 1 and name.endswith("weight"):  # norm gains
+                param.copy_(1.0 + 0.1 * noise)
+            elif param.ndim == 1:
+                param.copy_(0.05 * noise)
+            else:
+                fan_in = param[0].numel()
+                param.copy_(noise * scale / fan_in**0.5)
+    return module
+
+
+def _save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(path))
+
+
+def build_components(configs: dict[str, dict[str, Any]], seed: int, device: str = "cpu") -> dict[str, torch.nn.Module]:
+    """Random Zero123++ components from ``configs`` (tiny or real), seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device(device):
+        components = {
+            "unet": UNet2DConditionModel(**configs["unet"]),
+            "vae": AutoencoderKL(**configs["vae"]),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**configs["text_encoder"])),
+            "vision_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["vision_encoder"])),
+        }
+    for module in components.values():
+        randomize_(module.cpu(), generator)
+    return components
+
+
+def write_zero123plus_folder(folder: Path, components: dict[str, torch.nn.Module], ramping: list[float]) -> Path:
+    """Save components in the sudo-ai/zero123plus-v1.x folder layout."""
+    folder = Path(folder)
+    for name in ("unet", "vae"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        components[name].save_config(str(folder / name))
+        _save_safetensors(components[name].state_dict(), folder / name / "diffusion_pytorch_model.safetensors")
+    for name in ("text_encoder", "vision_encoder"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        components[name].config.save_pretrained(str(folder / name))
+        _save_safetensors(components[name].state_dict(), folder / name / "model.safetensors")
+    _write_tokenizer(folder / "tokenizer")
+    for name, size, mean, std in (
+        ("feature_extractor_clip", 224, _CLIP_MEAN, _CLIP_STD),
+        ("feature_extractor_vae", 512, [0.5, 0.5, 0.5], [0.8, 0.8, 0.8]),
+    ):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "preprocessor_config.json").write_text(json.dumps(_processor_config(size, mean, std), indent=2))
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    index = {
+        "_class_name": "Zero123PlusPipeline",
+        "_diffusers_version": "0.20.2",
+        "feature_extractor_clip": ["transformers", "CLIPImageProcessor"],
+        "feature_extractor_vae": ["transformers", "CLIPImageProcessor"],
+        "ramping_coefficients": ramping,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "vision_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def write_tiny_zero123plus(folder: Path, seed: int = 0) -> Path:
+    components = build_components(TINY_ZERO123PP_CONFIGS, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    ramping = torch.rand(77, generator=generator).tolist()
+    return write_zero123plus_folder(folder, components, ramping)
+
+
+def write_tiny_instantmesh_unet(path: Path, seed: int = 1) -> Path:
+    """InstantMesh's UNet file: a plain pickled state dict of the Zero123++ UNet."""
+    from diffusers import UNet2DConditionModel
+
+    unet = randomize_(UNet2DConditionModel(**TINY_ZERO123PP_CONFIGS["unet"]), torch.Generator().manual_seed(seed))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.contiguous() for k, v in unet.state_dict().items()}, str(path))
+    return path
+
+
+def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
+    """A whole tiny model set, in the folders the loaders look in (``weights.OFFICIAL_MODELS``)."""
+    models_dir = Path(models_dir)
+    return [
+        write_tiny_zero123plus(models_dir / "zero123plus-v1.2", seed),
+        write_tiny_zero123plus(models_dir / "zero123plus-v1.1", seed + 10),
+        write_tiny_instantmesh_unet(models_dir / "instantmesh-zero123plus-unet" / "diffusion_pytorch_model.bin", seed + 20),
+    ]

@@ -1,0 +1,69 @@
+"""Value types that flow between stages (and along ComfyUI's graph)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .cameras import LAYOUTS, ViewLayout
+
+
+@dataclass(frozen=True)
+class MultiView:
+    """Views of one object at known cameras; ComfyUI layout, float32 on the CPU.
+
+    images: ``[V,H,W,3]`` in 0..1, composited on ``background``.
+    alpha: ``[V,H,W]`` foreground coverage in 0..1 (estimated from the background colour when the
+        model does not produce one).
+    c2w: ``[V,4,4]`` OpenGL camera-to-world matrices (see ``partgen_models.cameras``).
+    input_image: ``[H,W,3]`` the prepared conditioning image the views were generated from (the
+        view at azimuth 0), or None when the views did not come from an image.
+    """
+
+    images: torch.Tensor
+    alpha: torch.Tensor
+    c2w: torch.Tensor
+    fov_deg: float
+    layout: str
+    background: tuple[float, float, float]
+    input_image: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        v, h, w, c = self.images.shape
+        if c != 3 or self.alpha.shape != (v, h, w) or self.c2w.shape != (v, 4, 4):
+            raise ValueError(
+                f"MultiView shapes disagree: images {tuple(self.images.shape)}, alpha "
+                f"{tuple(self.alpha.shape)}, c2w {tuple(self.c2w.shape)}"
+            )
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def view_layout(self) -> ViewLayout:
+        return LAYOUTS[self.layout]
+
+    def grid(self) -> torch.Tensor:
+        """The views tiled back into the layout's grid, ``[rows*H, cols*W, 3]``."""
+        layout = self.view_layout
+        return views_to_grid(self.images, layout.rows, layout.cols)
+
+
+def views_to_grid(views: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[V,H,W,C]`` row-major views → one ``[rows*H, cols*W, C]`` grid."""
+    v, h, w, c = views.shape
+    if v != rows * cols:
+        raise ValueError(f"{v} views do not fill a {rows}x{cols} grid")
+    return views.reshape(rows, cols, h, w, c).permute(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def grid_to_views(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """One ``[rows*H, cols*W, C]`` grid → row-major views ``[V,H,W,C]``."""
+    gh, gw, c = grid.shape
+    if gh % rows or gw % cols:
+        raise ValueError(f"a {gh}x{gw} grid does not split into {rows}x{cols} equal views")
+    h, w = gh // rows, gw // cols
+    return grid.reshape(rows, h, cols, w, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, h, w, c)

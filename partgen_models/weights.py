@@ -1,0 +1,231 @@
+"""Finding, downloading, verifying and loading weights.
+
+Weights live in one models folder (ComfyUI's ``models/partgen/``; the node layer says which). Each
+official model has a sub-folder named after it. Missing official models are downloaded on first use
+with ``huggingface_hub`` unless downloading is switched off (``PARTGEN_NO_DOWNLOAD=1`` or
+``HF_HUB_OFFLINE=1``); then the error names the files, where they come from and where to put them.
+
+Safetensors is read first; pickled checkpoints only with ``torch.load(weights_only=True)``.
+Every failure while reading a file becomes a :class:`WeightsError` naming the file and what was
+expected, never a stack trace from inside torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+NO_DOWNLOAD_ENV = "PARTGEN_NO_DOWNLOAD"
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, unreadable, or not the model that was expected."""
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """A model the pack knows how to download.
+
+    ``folder`` is the sub-folder of the models folder the files go to; ``files`` are glob patterns
+    relative to the source repository (and to ``folder``); ``required`` are the files whose presence
+    means the model is installed.
+    """
+
+    folder: str
+    repo_id: str
+    files: tuple[str, ...]
+    required: tuple[str, ...]
+    license: str
+    description: str
+
+    def source(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}"
+
+
+_ZERO123PP_FILES = (
+    "model_index.json",
+    "*/config.json",
+    "*/*.safetensors",
+    "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "feature_extractor_clip/preprocessor_config.json",
+    "feature_extractor_vae/preprocessor_config.json",
+)
+_ZERO123PP_REQUIRED = (
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "vision_encoder/config.json",
+    "tokenizer/vocab.json",
+    "scheduler/scheduler_config.json",
+)
+
+OFFICIAL_MODELS: dict[str, OfficialModel] = {
+    m.folder: m
+    for m in (
+        OfficialModel(
+            "zero123plus-v1.2", "sudo-ai/zero123plus-v1.2", _ZERO123PP_FILES, _ZERO123PP_REQUIRED,
+            "CC-BY-NC-4.0", "Zero123++ v1.2: 6 views at elevations 20/-10, FoV 30 (about 3.8 GB)",
+        ),
+        OfficialModel(
+            "zero123plus-v1.1", "sudo-ai/zero123plus-v1.1", _ZERO123PP_FILES, _ZERO123PP_REQUIRED,
+            "CC-BY-NC-4.0", "Zero123++ v1.1: 6 views at elevations 30/-20 (about 3.8 GB)",
+        ),
+        OfficialModel(
+            "instantmesh-zero123plus-unet", "TencentARC/InstantMesh", ("diffusion_pytorch_model.bin",),
+            ("diffusion_pytorch_model.bin",), "Apache-2.0",
+            "InstantMesh's white-background fine-tune of the Zero123++ v1.2 UNet (about 3.5 GB)",
+        ),
+    )
+}
+
+
+def downloads_allowed() -> bool:
+    """False when the user switched downloading off (``PARTGEN_NO_DOWNLOAD=1`` or HF offline mode)."""
+    for name in (NO_DOWNLOAD_ENV, "HF_HUB_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    return True
+
+
+def is_installed(model: OfficialModel, models_dir: Path) -> bool:
+    folder = Path(models_dir) / model.folder
+    return all((folder / name).is_file() for name in model.required)
+
+
+def missing_model_message(model: OfficialModel, models_dir: Path, reason: str) -> str:
+    folder = Path(models_dir) / model.folder
+    return (
+        f"{model.description} is not installed and {reason}. Download these files from "
+        f"{model.source()} : {', '.join(model.files)} and put them, keeping their sub-folders, in "
+        f"{folder} . Unset {NO_DOWNLOAD_ENV} (and HF_HUB_OFFLINE) to let the pack download them "
+        f"on first use. Licence of the weights: {model.license}."
+    )
+
+
+def ensure_model(
+    model: OfficialModel,
+    models_dir: Path,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Path:
+    """Return the model's folder, downloading the official files into it first if needed."""
+    folder = Path(models_dir) / model.folder
+    if is_installed(model, models_dir):
+        return folder
+    if not downloads_allowed():
+        raise WeightsError(missing_model_message(model, models_dir, "downloading is switched off"))
+    try:
+        import huggingface_hub
+    except ImportError as error:  # pragma: no cover - huggingface_hub is a declared dependency
+        raise WeightsError(missing_model_message(model, models_dir, "huggingface_hub is not installed")) from error
+    logger.info("downloading %s from %s into %s", model.description, model.source(), folder)
+    try:
+        huggingface_hub.snapshot_download(
+            repo_id=model.repo_id,
+            allow_patterns=list(model.files),
+            local_dir=str(folder),
+            tqdm_class=_progress_tqdm(progress) if progress is not None else None,
+        )
+    except Exception as error:  # network, auth, disk: all end in the same actionable message
+        raise WeightsError(missing_model_message(model, models_dir, f"the download failed ({error})")) from error
+    if not is_installed(model, models_dir):
+        raise WeightsError(missing_model_message(model, models_dir, "the download did not bring every file"))
+    return folder
+
+
+def _progress_tqdm(progress: Callable[[int, int], None]):
+    """A tqdm class that forwards byte counts to ``progress(done, total)`` (ComfyUI's progress bar)."""
+    from tqdm.auto import tqdm
+
+    class ForwardingTqdm(tqdm):
+        def update(self, n=1):
+            result = super().update(n)
+            if self.total:
+                progress(int(self.n), int(self.total))
+            return result
+
+    return ForwardingTqdm
+
+
+def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into CPU tensors; ``expected`` names the model for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist (expected {expected})")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights file {path} is empty: delete it and download it again (expected {expected})")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, expected)
+    return _load_pickle(path, expected)
+
+
+def _load_safetensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({error}); it is probably truncated or corrupt: "
+            f"delete it and download it again (expected {expected})"
+        ) from error
+
+
+def _load_pickle(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(
+            f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); it is probably truncated, corrupt or "
+            f"not a weights file: delete it and download it again (expected {expected})"
+        ) from error
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{path} does not hold a flat dict of tensors (expected {expected})")
+    return dict(loaded)
+
+
+def check_state_dict(
+    expected_shapes: Mapping[str, torch.Size],
+    state_dict: Mapping[str, torch.Tensor],
+    path: Path,
+    expected: str,
+) -> None:
+    """Raise a :class:`WeightsError` naming missing, unexpected or mis-shaped keys."""
+    missing = sorted(set(expected_shapes) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected_shapes))
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(expected_shapes[k])}"
+        for k in sorted(set(expected_shapes) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected_shapes[k])
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", mismatched)):
+            if items:
+                parts.append(f"{len(items)} {label} ({_first(items)})")
+        raise WeightsError(f"{path} is not {expected}: " + "; ".join(parts))
+
+
+def _first(items: Iterable[str], limit: int = 4) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+
+
+def find_weights_file(folder: Path, stems: tuple[str, ...], expected: str) -> Path:
+    """The first of ``stem.safetensors`` then ``stem.bin`` for each stem; an error naming all when none exists."""
+    candidates = [Path(folder) / f"{stem}{suffix}" for stem in stems for suffix in (".safetensors", ".bin")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(c.name for c in candidates)
+    raise WeightsError(f"none of {names} is in {folder} (expected {expected})")
