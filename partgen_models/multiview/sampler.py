@@ -1,0 +1,234 @@
+"""Sampling a Zero123++ grid: the reference-attention denoising loop, batched over guidance halves.
+
+Numbered as diffusers pipelines read: check inputs, encode the condition, prepare timesteps and
+latents, denoise (interrupt check + progress with a preview every step), decode. Upstream:
+SUDO-AI-3D/zero123plus ``diffusers-support/pipeline.py`` on top of diffusers' Stable Diffusion
+pipeline.
+
+Randomness: ``seed`` drives a generator for the initial latents and the ancestral noise (upstream's
+``generator``) and a second, derived generator (:func:`aux_seed`) for the reference latent's
+posterior samples and its per-step noise (upstream draws those from the global RNG, in the same
+order). Noise is drawn on the CPU so a seed gives the same grid on every device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..runtime import Runtime, default_runtime
+from ..views import MultiView, grid_to_views
+from .options import MultiViewOptions
+from .preprocess import estimate_alpha_from_background, prepare_condition_images
+from .zero123pp import Zero123PlusModel
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_SIZE = 512  # the reference latent always comes from a 512² image (feature_extractor_vae)
+_AUX_SEED_OFFSET = 0x9E3779B97F4A7C15
+
+# Stable Diffusion latent → RGB, for cheap per-step previews (ComfyUI's SD1.5 latent_rgb_factors).
+_LATENT_RGB = torch.tensor(
+    [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
+)
+
+
+def aux_seed(seed: int) -> int:
+    return (seed + _AUX_SEED_OFFSET) % 2**64
+
+
+def scale_latents(latents: torch.Tensor) -> torch.Tensor:
+    return (latents - 0.22) * 0.75
+
+
+def unscale_latents(latents: torch.Tensor) -> torch.Tensor:
+    return latents / 0.75 + 0.22
+
+
+def unscale_image(image: torch.Tensor) -> torch.Tensor:
+    return image / 0.5 * 0.8
+
+
+@dataclass(frozen=True)
+class EncodedCondition:
+    """Per-image conditioning, guidance halves stacked as ``[uncond; cond]`` when guidance is on."""
+
+    prompt_embeds: torch.Tensor  # (G*B, 77, D)
+    reference_latents: torch.Tensor  # (G*B, 4, 64, 64), unscaled VAE posterior samples
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
+
+
+def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    pixels = processor(images=list(images_uint8), return_tensors="pt").pixel_values
+    return pixels.to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def encode_condition(
+    model: Zero123PlusModel,
+    images_uint8: np.ndarray,
+    guidance: bool,
+    aux_generator: torch.Generator,
+) -> EncodedCondition:
+    """CLIP image embedding ramped into the empty prompt, and the VAE reference latent.
+
+    ``images_uint8``: ``[B,H,W,3]`` RGB already composited on the model's input background.
+    """
+    device, dtype = model.device, model.dtype
+    batch = images_uint8.shape[0]
+    clip_pixels = _pixel_values(model.feature_extractor_clip, images_uint8, device, dtype)  # (B, 3, 224, 224)
+    vae_pixels = _pixel_values(model.feature_extractor_vae, images_uint8, device, dtype)  # (B, 3, 512, 512)
+
+    image_embeds = model.vision_encoder(clip_pixels).image_embeds  # (B, D)
+    empty = model.empty_prompt_embeds.expand(batch, -1, -1)  # (B, 77, D)
+    cond_embeds = empty + image_embeds[:, None, :] * model.ramping  # FlexDiffuse ramp over the 77 tokens
+
+    # Upstream encodes the image, then (under guidance) an all-zero tensor in the processor's
+    # normalised space — a mid-gray image — for the negative half. One VAE batch here; noise drawn
+    # in upstream's order: every image's sample, then the negative one.
+    pixels = torch.cat([vae_pixels, torch.zeros_like(vae_pixels[:1])]) if guidance else vae_pixels
+    posterior = model.vae.encode(pixels).latent_dist
+    noise = _randn(tuple(posterior.mean.shape), aux_generator, posterior.mean)
+    samples = posterior.mean + posterior.std * noise  # (B[+1], 4, 64, 64), no scaling factor (upstream)
+    if not guidance:
+        return EncodedCondition(cond_embeds, samples)
+    negative = samples[batch:].expand(batch, -1, -1, -1)
+    return EncodedCondition(
+        prompt_embeds=torch.cat([empty, cond_embeds]),  # negative prompt is plain CLIPText("")
+        reference_latents=torch.cat([negative, samples[:batch]]),
+    )
+
+
+def make_scheduler(model: Zero123PlusModel):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    # Upstream's README and InstantMesh switch the shipped "linspace" spacing to "trailing".
+    return EulerAncestralDiscreteScheduler.from_config(model.scheduler_config, timestep_spacing="trailing")
+
+
+def latent_preview(latents: torch.Tensor) -> torch.Tensor:
+    """A cheap RGB preview ``[h,w,3]`` of the first grid from its scaled latents."""
+    z = unscale_latents(latents[0].float().cpu())  # (4, h, w)
+    rgb = torch.einsum("chw,cr->hwr", z, _LATENT_RGB)
+    return ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def sample_grid(
+    model: Zero123PlusModel,
+    images_uint8: np.ndarray,
+    options: MultiViewOptions = MultiViewOptions(),
+    runtime: Optional[Runtime] = None,
+) -> torch.Tensor:
+    """Sample one grid per conditioning image: ``[B,H,W,3]`` uint8 → ``[B,3,3·S,2·S]`` float in 0..1.
+
+    The images are used as given (upstream feeds them to its image processors as they are); use
+    :func:`generate_views` to crop, recentre and composite an arbitrary input first.
+    """
+    runtime = runtime or default_runtime("cpu", torch.float32)
+    # 1. check inputs
+    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB images [B,H,W,3], got {images_uint8.dtype} {images_uint8.shape}")
+    runtime.prepare(model)
+    layout = model.layout
+    height, width = layout.rows * options.view_size, layout.cols * options.view_size
+    guidance = options.guidance_scale > 1.0
+    generator = torch.Generator().manual_seed(options.seed)
+    aux_generator = torch.Generator().manual_seed(aux_seed(options.seed))
+    batch = images_uint8.shape[0]
+
+    # 2. encode the condition
+    condition = encode_condition(model, images_uint8, guidance, aux_generator)
+
+    # 3. timesteps
+    scheduler = make_scheduler(model)
+    scheduler.set_timesteps(options.num_inference_steps, device=model.device)
+    timesteps = scheduler.timesteps
+
+    # 4. initial latents
+    scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
+    shape = (batch, model.unet.config.in_channels, height // scale, width // scale)
+    latents = _randn(shape, generator, condition.prompt_embeds) * scheduler.init_noise_sigma
+
+    # 5. denoising loop: a reference pass fills the attention bank, the main pass reads it
+    bank = model.reference_bank
+    total = len(timesteps)
+    try:
+        for step, t in enumerate(timesteps):
+            runtime.check_interrupt()
+            model_input = torch.cat([latents] * 2) if guidance else latents  # (G*B, 4, h, w)
+            model_input = scheduler.scale_model_input(model_input, t)
+            reference = condition.reference_latents
+            reference_noise = _randn(tuple(reference.shape), aux_generator, reference)
+            noisy_reference = scheduler.add_noise(reference, reference_noise, t.reshape(-1))
+            noisy_reference = scheduler.scale_model_input(noisy_reference, t)
+
+            bank.mode = "write"
+            model.unet(noisy_reference, t, encoder_hidden_states=condition.prompt_embeds)
+            bank.mode = "read"
+            velocity = model.unet(model_input, t, encoder_hidden_states=condition.prompt_embeds).sample
+            bank.clear()
+            if guidance:
+                uncond, cond = velocity.chunk(2)
+                velocity = uncond + options.guidance_scale * (cond - uncond)
+            latents = scheduler.step(velocity, t, latents, generator=generator).prev_sample
+            runtime.progress(step + 1, total, latent_preview(latents))
+    finally:
+        bank.clear()
+
+    # 6. decode, one grid at a time to bound VAE memory
+    images = []
+    for index in range(batch):
+        z = unscale_latents(latents[index : index + 1]) / model.vae.config.scaling_factor
+        decoded = unscale_image(model.vae.decode(z).sample)  # (1, 3, H, W) in about -1..1
+        images.append((decoded.float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(images)
+
+
+def generate_views(
+    model: Zero123PlusModel,
+    image: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    options: MultiViewOptions = MultiViewOptions(),
+    runtime: Optional[Runtime] = None,
+    mask_marks: str = "auto",
+) -> list[MultiView]:
+    """Image(s) of an object → one :class:`MultiView` of 6 views per image.
+
+    image: ComfyUI IMAGE ``[B,H,W,3]`` (or ``[B,H,W,4]`` with alpha) in 0..1. mask: optional MASK
+    ``[B,H,W]`` or ``[H,W]``; ``mask_marks`` says whether it marks the "background" (LoadImage's
+    ``1 - alpha``), the "foreground" (background-removal nodes) or "auto" (decided per image from
+    the border). Without a usable mask the foreground is estimated from a plain background colour.
+    """
+    runtime = runtime or default_runtime("cpu", torch.float32)
+    prepared = prepare_condition_images(
+        image, mask, background=model.flavour.input_background, foreground_ratio=options.foreground_ratio,
+        size=REFERENCE_SIZE, mask_marks=mask_marks,
+    )  # (B, 512, 512, 3) float in 0..1
+    images_uint8 = (prepared * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    grids = sample_grid(model, images_uint8, options, runtime)  # (B, 3, H, W)
+    layout = model.layout
+    background = (model.flavour.output_background,) * 3
+    c2w = layout.camera_to_world()
+    results = []
+    for grid, source in zip(grids, prepared):
+        views = grid_to_views(grid.permute(1, 2, 0), layout.rows, layout.cols)  # (6, S, S, 3)
+        results.append(
+            MultiView(
+                images=views.contiguous(),
+                alpha=estimate_alpha_from_background(views, background),
+                c2w=c2w.clone(),
+                fov_deg=layout.fov_deg,
+                layout=layout.name,
+                background=background,
+                input_image=source.contiguous(),
+            )
+        )
+    return results
