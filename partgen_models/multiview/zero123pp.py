@@ -97,6 +97,11 @@ class Zero123PlusModel(torch.nn.Module):
     def device(self) -> torch.device:
         return self.unet.device
 
+    @device.setter
+    def device(self, value: torch.device) -> None:
+        # Hosts (ComfyUI's ModelPatcher) record where they put the model; the weights are the truth.
+        pass
+
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
 
