@@ -1,19 +1,10 @@
-"""comfyui-partgen: part-aware 3D generation for ComfyUI (PartGen and MMPart pipelines)."""
+"""comfyui-partgen: part-aware 3D generation for ComfyUI (PartGen and MMPart pipelines).
 
-from comfy_api.latest import ComfyExtension
-
-
-class PartGenExtension(ComfyExtension):
-    async def on_load(self) -> None:
-        from .nodes.comfy_runtime import register_model_folder
-
-        register_model_folder()
-
-    async def get_node_list(self) -> list:
-        from .nodes import node_classes
-
-        return node_classes()
+ComfyUI calls ``comfy_entrypoint``; importing this file has no side effects and needs no ComfyUI.
+"""
 
 
-async def comfy_entrypoint() -> PartGenExtension:
+async def comfy_entrypoint():
+    from .nodes.extension import PartGenExtension
+
     return PartGenExtension()

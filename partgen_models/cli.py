@@ -1,0 +1,121 @@
+"""Headless pipeline: ``python -m partgen_models IMAGE --out DIR``, no ComfyUI needed.
+
+Today it runs the multi-view stage (image → Zero123++ grid + 6 views + cameras); it grows into the
+whole pipeline as later stages land. Official weights are downloaded into ``--models-dir`` on first
+use; ``--tiny`` writes and uses tiny random weights instead, for an offline smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("partgen_models")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .multiview.catalog import DEFAULT_MULTIVIEW
+    from .multiview.options import MultiViewOptions
+
+    defaults = MultiViewOptions()
+    parser = argparse.ArgumentParser(prog="python -m partgen_models", description=__doc__.splitlines()[0])
+    parser.add_argument("image", type=Path, help="object image (PNG with alpha, or on a plain background)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for grid.png, view_XX.png, views.json")
+    parser.add_argument("--mask", type=Path, help="optional mask image (white = object unless --mask-marks says otherwise)")
+    parser.add_argument("--mask-marks", default="foreground", choices=("auto", "background", "foreground"))
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("PARTGEN_MODELS_DIR", "models/partgen")),
+                        help="where weights are found or downloaded (default: $PARTGEN_MODELS_DIR or models/partgen)")
+    parser.add_argument("--model", default=DEFAULT_MULTIVIEW, help=f"multi-view model (default {DEFAULT_MULTIVIEW})")
+    parser.add_argument("--steps", type=int, default=defaults.num_inference_steps)
+    parser.add_argument("--guidance", type=float, default=defaults.guidance_scale)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--view-size", type=int, default=defaults.view_size)
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
+    parser.add_argument("--tiny", action="store_true", help="use tiny random weights (offline smoke run; output is noise)")
+    return parser
+
+
+def _load_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGBA")
+        array = np.asarray(image, dtype=np.float32) / 255.0
+    rgba = torch.from_numpy(array)[None]  # (1, H, W, 4)
+    return rgba if bool((rgba[..., 3] < 1).any()) else rgba[..., :3]
+
+
+def _load_mask(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[None]
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .multiview import MultiViewOptions, generate_views, load_zero123plus
+    from .multiview.catalog import resolve_multiview_model
+    from .runtime import Runtime, default_runtime
+
+    runtime = default_runtime(args.device)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(args.precision, runtime.dtype)
+    steps_done = []
+
+    def progress(step: int, total: int, preview) -> None:
+        steps_done.append(step)
+        logger.info("step %d/%d", step, total)
+
+    runtime = Runtime(device=runtime.device, dtype=dtype, progress=progress)
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = args.models_dir
+        if args.tiny:
+            from .testing import write_tiny_models
+
+            models_dir = Path(scratch) / "partgen"
+            write_tiny_models(models_dir)
+        files = resolve_multiview_model(args.model, [models_dir])
+        model = load_zero123plus(files.folder, files.unet_file, dtype=dtype, flavour=files.flavour)
+        options = MultiViewOptions(
+            num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed, view_size=args.view_size
+        )
+        mask = _load_mask(args.mask) if args.mask else None
+        views = generate_views(model, _load_image(args.image), mask, options, runtime, args.mask_marks)[0]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    _save_png(views.grid(), args.out / "grid.png")
+    _save_png(views.input_image, args.out / "input.png")
+    for index, view in enumerate(views.images):
+        _save_png(view, args.out / f"view_{index:02d}.png")
+    cameras = {
+        "layout": views.layout,
+        "fov_deg": views.fov_deg,
+        "background": views.background,
+        "camera_to_world": views.c2w.tolist(),
+        "model": args.model if not args.tiny else f"{args.model} (tiny random weights)",
+        "seed": args.seed,
+        "steps": args.steps,
+        "guidance": args.guidance,
+    }
+    tmp = args.out / ".views.json.tmp"
+    tmp.write_text(json.dumps(cameras, indent=2))
+    os.replace(tmp, args.out / "views.json")
+    logger.info("wrote %s (grid.png, input.png, view_00..%02d.png, views.json)", args.out, views.num_views - 1)
