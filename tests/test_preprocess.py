@@ -27,7 +27,7 @@ def test_plain_background_object_is_centred_and_scaled():
     assert prepared.shape == (1, 200, 200, 3)
     top, bottom, left, right = _object_box(prepared, (1.0, 1.0, 1.0))
     assert abs((top + bottom) / 2 - 99.5) <= 3 and abs((left + right) / 2 - 99.5) <= 3  # sub-pixel crop rounding, x4.3
-    assert abs((bottom - top + 1) - 170) <= 3  # 85% of the side
+    assert abs((bottom - top + 1) - 170) <= 5  # 85% of the side, plus the resampling blur
 
 
 def test_composite_uses_the_model_background():
