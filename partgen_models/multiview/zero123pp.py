@@ -231,4 +231,4 @@ def encode_empty_prompt(text_encoder: torch.nn.Module, tokenizer: Any) -> torch.
     tokens = tokenizer(
         [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    return text_encoder(tokens)[0].float()  # (1, 77, D) last hidden state after the final layer norm
+    return text_encoder(tokens.to(text_encoder.device))[0].float()  # (1, 77, D) last hidden state after the final layer norm

@@ -61,11 +61,11 @@ TINY_ZERO123PP_CONFIGS: dict[str, dict[str, Any]] = {
     ),
 }
 
-_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _processor_config(size: int, mean: list[float], std: list[float]) -> dict:
+def processor_config(size: int, mean: list[float], std: list[float]) -> dict:
     return {
         "crop_size": {"height": size, "width": size},
         "do_center_crop": True,
@@ -109,7 +109,7 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(c) for c in chars]
 
 
-def _write_tokenizer(folder: Path) -> None:
+def write_clip_tokenizer(folder: Path) -> None:
     """A CLIP BPE tokenizer with byte-level tokens only (514 entries, "!" = 0 as in SD2's pad)."""
     folder.mkdir(parents=True, exist_ok=True)
     chars = _bytes_to_unicode()
@@ -174,13 +174,13 @@ def write_zero123plus_folder(folder: Path, components: dict[str, torch.nn.Module
         (folder / name).mkdir(parents=True, exist_ok=True)
         components[name].config.save_pretrained(str(folder / name))
         _save_safetensors(components[name].state_dict(), folder / name / "model.safetensors")
-    _write_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "tokenizer")
     for name, size, mean, std in (
-        ("feature_extractor_clip", 224, _CLIP_MEAN, _CLIP_STD),
+        ("feature_extractor_clip", 224, CLIP_MEAN, CLIP_STD),
         ("feature_extractor_vae", 512, [0.5, 0.5, 0.5], [0.8, 0.8, 0.8]),
     ):
         (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / "preprocessor_config.json").write_text(json.dumps(_processor_config(size, mean, std), indent=2))
+        (folder / name / "preprocessor_config.json").write_text(json.dumps(processor_config(size, mean, std), indent=2))
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     index = {

@@ -1,0 +1,187 @@
+"""Multi-view stage benchmark: our Zero123++ sampler vs the upstream pipeline, same random weights.
+
+    python benchmarks/bench_multiview.py                       # tiny smoke size on CPU, real size on GPU
+    python benchmarks/bench_multiview.py --size real --dtype fp16 --upstream /path/to/zero123plus/diffusers-support
+
+The architecture is Zero123++ v1.2's at --size real (UNet 866M, VAE 84M, CLIP-H vision 632M, text
+340M parameters) with seeded random weights: timings, not images. --upstream points at a local folder
+holding upstream's ``pipeline.py`` (SUDO-AI-3D/zero123plus ``diffusers-support``; never committed);
+without it only our pipeline is timed. Prints one table: seconds per step, seconds per grid, peak
+memory, and upstream/ours ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from partgen_models.multiview import MultiViewOptions, sample_grid  # noqa: E402
+from partgen_models.multiview.zero123pp import FLAVOURS, Zero123PlusModel, encode_empty_prompt  # noqa: E402
+from partgen_models.runtime import Runtime  # noqa: E402
+from partgen_models.testing.tiny_models import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    REAL_ZERO123PP_CONFIGS,
+    SCHEDULER_CONFIG,
+    TINY_ZERO123PP_CONFIGS,
+    build_components,
+    processor_config,
+    write_clip_tokenizer,
+)
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def build(size: str, dtype: torch.dtype, device: torch.device, scratch: Path):
+    from transformers import CLIPImageProcessor, CLIPTokenizer
+
+    configs = REAL_ZERO123PP_CONFIGS if size == "real" else TINY_ZERO123PP_CONFIGS
+    components = build_components(configs, seed=0)
+    write_clip_tokenizer(scratch / "tokenizer")  # byte-level vocabulary: enough for the empty prompt
+    tokenizer = CLIPTokenizer.from_pretrained(str(scratch / "tokenizer"))
+    processors = {
+        "clip": CLIPImageProcessor(**processor_config(224, CLIP_MEAN, CLIP_STD)),
+        "vae": CLIPImageProcessor(**processor_config(512, [0.5] * 3, [0.8] * 3)),
+    }
+    ramping = torch.linspace(0.0, 1.0, 77).tolist()
+    for name in components:
+        components[name] = components[name].to(device=device, dtype=dtype).eval().requires_grad_(False)
+    ours = Zero123PlusModel(
+        unet=components["unet"],
+        vae=components["vae"],
+        vision_encoder=components["vision_encoder"],
+        empty_prompt_embeds=encode_empty_prompt(components["text_encoder"], tokenizer).to(device, dtype),
+        ramping=torch.tensor(ramping, device=device, dtype=dtype)[:, None],
+        feature_extractor_clip=processors["clip"],
+        feature_extractor_vae=processors["vae"],
+        scheduler_config=SCHEDULER_CONFIG,
+        flavour=FLAVOURS["zero123plus-v1.2"],
+        name=f"random-{size}",
+    )
+    return ours, components, tokenizer, processors, ramping
+
+
+def time_ours(model, image, options, device, repeats):
+    step_times: list[float] = []
+    marks: list[float] = []
+
+    def progress(step, total, preview):
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    runtime = Runtime(device=device, dtype=model.dtype, progress=progress)
+    sample_grid(model, image, MultiViewOptions(num_inference_steps=1, view_size=options.view_size), runtime)  # warm-up
+    _reset_peak(device)
+    grid_times = []
+    for _ in range(repeats):
+        marks.clear()
+        _sync(device)
+        start = time.perf_counter()
+        sample_grid(model, image, options, runtime)
+        _sync(device)
+        grid_times.append(time.perf_counter() - start)
+        step_times.extend(np.diff(marks).tolist())
+    return float(np.median(step_times)) if step_times else float("nan"), float(np.median(grid_times)), _peak_bytes(device)
+
+
+def time_upstream(upstream_dir, components, tokenizer, processors, ramping, image, options, device, dtype, repeats):
+    from diffusers import EulerAncestralDiscreteScheduler
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("upstream_zero123plus", Path(upstream_dir) / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scheduler = EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing")
+    pipeline = module.Zero123PlusPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=tokenizer, unet=components["unet"],
+        scheduler=scheduler, vision_encoder=components["vision_encoder"], feature_extractor_clip=processors["clip"],
+        feature_extractor_vae=processors["vae"], ramping_coefficients=ramping,
+    ).to(device)
+    pil = Image.fromarray(image[0])
+    height, width = 3 * options.view_size, 2 * options.view_size
+    call = dict(guidance_scale=options.guidance_scale, width=width, height=height, output_type="pt")
+    pipeline(pil, num_inference_steps=1, **call)  # warm-up
+    _reset_peak(device)
+    grid_times, step_times = [], []
+    for _ in range(repeats):
+        marks = []
+
+        def on_step(pipe, step, timestep, kwargs):
+            _sync(device)
+            marks.append(time.perf_counter())
+            return kwargs
+
+        _sync(device)
+        start = time.perf_counter()
+        pipeline(pil, num_inference_steps=options.num_inference_steps, callback_on_step_end=on_step, **call)
+        _sync(device)
+        grid_times.append(time.perf_counter() - start)
+        step_times.extend(np.diff(marks).tolist())
+    return float(np.median(step_times)) if step_times else float("nan"), float(np.median(grid_times)), _peak_bytes(device)
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("tiny", "real"), default="real" if cuda else "tiny")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16" if cuda else "fp32")
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--steps", type=int, default=28 if cuda else 4)
+    parser.add_argument("--view-size", type=int, default=320 if cuda else 64)
+    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3 if cuda else 1)
+    parser.add_argument("--upstream", type=Path, help="folder with upstream's pipeline.py (not committed)")
+    args = parser.parse_args()
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    image = np.random.RandomState(0).randint(0, 256, (1, 512, 512, 3)).astype(np.uint8)
+    options = MultiViewOptions(num_inference_steps=args.steps, guidance_scale=args.guidance, view_size=args.view_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        model, components, tokenizer, processors, ramping = build(args.size, dtype, device, Path(scratch))
+        rows = [("ours",) + time_ours(model, image, options, device, args.repeats)]
+        if args.upstream:
+            rows.append(("upstream",) + time_upstream(
+                args.upstream, components, tokenizer, processors, ramping, image, options, device, dtype, args.repeats
+            ))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    peak_label = "peak VRAM GiB" if device.type == "cuda" else "peak RSS GiB"
+    print(f"\nZero123++ multi-view, {args.size} random weights, {args.dtype}, {name}, {args.steps} steps, "
+          f"guidance {args.guidance}, {2 * args.view_size}x{3 * args.view_size} grid, median of {args.repeats}\n")
+    print(f"| pipeline | s/step | s/grid | {peak_label} |")
+    print("|---|---:|---:|---:|")
+    for label, per_step, per_grid, peak in rows:
+        print(f"| {label} | {per_step:.4f} | {per_grid:.3f} | {peak / 2**30:.2f} |")
+    if len(rows) == 2:
+        print(f"| upstream / ours | {rows[1][1] / rows[0][1]:.2f}x | {rows[1][2] / rows[0][2]:.2f}x | "
+              f"{rows[1][3] / max(rows[0][3], 1):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
