@@ -72,6 +72,17 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .multiview.preprocess import InputImageError
+    from .weights import WeightsError
+
+    try:
+        run(args)
+    except (WeightsError, InputImageError, OSError) as error:
+        logger.error("error: %s", error)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace) -> None:
     from .multiview import MultiViewOptions, generate_views, load_zero123plus
     from .multiview.catalog import resolve_multiview_model
     from .runtime import Runtime, default_runtime
