@@ -60,7 +60,11 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def build(size: str, dtype: torch.dtype, device: torch.device, scratch: Path):
-    from transformers import CLIPImageProcessor, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    from partgen_models.multiview.zero123pp import pil_image_processor_class
+
+    CLIPImageProcessor = pil_image_processor_class()
 
     configs = REAL_ZERO123PP_CONFIGS if size == "real" else TINY_ZERO123PP_CONFIGS
     components = build_components(configs, seed=0)

@@ -20,6 +20,28 @@ def build_on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         return factory()
 
 
+def match_transformers_layout(
+    state_dict: Mapping[str, torch.Tensor], expected_keys: set[str], prefixes: tuple[str, ...] = ("text_model.",)
+) -> dict[str, torch.Tensor]:
+    """Map a transformers checkpoint written by another major version onto this version's names.
+
+    transformers 4.x nests CLIPTextModel under ``text_model.`` and older releases stored the
+    ``position_ids`` buffers; transformers 5 flattens the text model and keeps those buffers out of the
+    state dict. Only these known differences are mapped; anything else still fails the strict check.
+    """
+    mapped = {}
+    for key, value in state_dict.items():
+        if key.endswith("embeddings.position_ids") and key not in expected_keys:
+            continue
+        for prefix in prefixes:
+            if key not in expected_keys and key.startswith(prefix) and key[len(prefix):] in expected_keys:
+                key = key[len(prefix):]
+            elif key not in expected_keys and prefix + key in expected_keys:
+                key = prefix + key
+        mapped[key] = value
+    return mapped
+
+
 def load_strict(
     module: torch.nn.Module,
     state_dict: Mapping[str, torch.Tensor],

@@ -133,6 +133,18 @@ def sample_grid(
     :func:`generate_views` to crop, recentre and composite an arbitrary input first.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
+    return decode_latents(model, sample_latents(model, images_uint8, options, runtime))
+
+
+@torch.no_grad()
+def sample_latents(
+    model: Zero123PlusModel,
+    images_uint8: np.ndarray,
+    options: MultiViewOptions = MultiViewOptions(),
+    runtime: Optional[Runtime] = None,
+) -> torch.Tensor:
+    """The denoising loop alone: scaled Zero123++ latents ``[B,4,3·S/8,2·S/8]``."""
+    runtime = runtime or default_runtime("cpu", torch.float32)
     # 1. check inputs
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB images [B,H,W,3], got {images_uint8.dtype} {images_uint8.shape}")
@@ -182,8 +194,13 @@ def sample_grid(
             runtime.progress(step + 1, total, latent_preview(latents))
     finally:
         bank.clear()
+    return latents
 
-    # 6. decode, one grid at a time to bound VAE memory
+
+@torch.no_grad()
+def decode_latents(model: Zero123PlusModel, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents → grids ``[B,3,H,W]`` in 0..1 on the CPU, one grid at a time to bound VAE memory."""
+    batch = latents.shape[0]
     images = []
     for index in range(batch):
         z = unscale_latents(latents[index : index + 1]) / model.vae.config.scaling_factor

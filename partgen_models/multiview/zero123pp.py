@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 
 from ..cameras import LAYOUTS, ViewLayout
-from ..modules import build_on_meta, load_strict
+from ..modules import build_on_meta, load_strict, match_transformers_layout
 from ..weights import WeightsError, find_weights_file, load_state_dict
 from .reference_attention import ReferenceBank, install_reference_attention
 
@@ -136,7 +136,8 @@ def _load_transformers_component(cls, config_cls, folder: Path, expected: str, d
     except Exception as error:
         raise WeightsError(f"{folder / 'config.json'} does not describe {expected}: {error}") from error
     path = find_weights_file(folder, ("model", "pytorch_model"), expected)
-    return load_strict(module, load_state_dict(path, expected), path, expected, dtype)
+    state_dict = match_transformers_layout(load_state_dict(path, expected), set(module.state_dict()))
+    return load_strict(module, state_dict, path, expected, dtype)
 
 
 def detect_flavour(folder: Path, unet_file: Optional[Path]) -> str:
@@ -159,7 +160,6 @@ def load_zero123plus(
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import (
-        CLIPImageProcessor,
         CLIPTextConfig,
         CLIPTextModel,
         CLIPTokenizer,
@@ -190,10 +190,11 @@ def load_zero123plus(
     text_encoder = _load_transformers_component(
         CLIPTextModel, CLIPTextConfig, folder / "text_encoder", "a CLIP text encoder", torch.float32
     )
+    processor_class = pil_image_processor_class()
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
-        feature_extractor_clip = CLIPImageProcessor.from_pretrained(str(folder / "feature_extractor_clip"))
-        feature_extractor_vae = CLIPImageProcessor.from_pretrained(str(folder / "feature_extractor_vae"))
+        feature_extractor_clip = processor_class.from_pretrained(str(folder / "feature_extractor_clip"))
+        feature_extractor_vae = processor_class.from_pretrained(str(folder / "feature_extractor_vae"))
     except Exception as error:
         raise WeightsError(f"{folder}: tokenizer or image processor files are missing or invalid ({error})") from error
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json", "the scheduler config")
@@ -223,6 +224,18 @@ def load_zero123plus(
         flavour=FLAVOURS[flavour_name],
         name=flavour_name,
     )
+
+
+def pil_image_processor_class():
+    """The PIL-based CLIP image processor, the one upstream ran with.
+
+    transformers 5 made ``CLIPImageProcessor`` the torchvision implementation, whose bicubic resize
+    differs from PIL's by up to 1.5e-2 on the 224 px CLIP input; ``CLIPImageProcessorPil`` is the
+    old one (bit-identical to upstream's pixel values, see tests/data/zero123pp_golden.md).
+    """
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
 
 
 @torch.no_grad()

@@ -142,7 +142,7 @@ def _save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(path))
+    save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(path), metadata={"format": "pt"})
 
 
 def build_components(configs: dict[str, dict[str, Any]], seed: int, device: str = "cpu") -> dict[str, torch.nn.Module]:
@@ -173,7 +173,12 @@ def write_zero123plus_folder(folder: Path, components: dict[str, torch.nn.Module
     for name in ("text_encoder", "vision_encoder"):
         (folder / name).mkdir(parents=True, exist_ok=True)
         components[name].config.save_pretrained(str(folder / name))
-        _save_safetensors(components[name].state_dict(), folder / name / "model.safetensors")
+        state_dict = components[name].state_dict()
+        if name == "text_encoder" and not any(k.startswith("text_model.") for k in state_dict):
+            # The released files were written by transformers 4.x, whose CLIPTextModel nests its
+            # transformer under ``text_model.``; transformers 5 flattened it. Keep the release layout.
+            state_dict = {f"text_model.{k}": v for k, v in state_dict.items()}
+        _save_safetensors(state_dict, folder / name / "model.safetensors")
     write_clip_tokenizer(folder / "tokenizer")
     for name, size, mean, std in (
         ("feature_extractor_clip", 224, CLIP_MEAN, CLIP_STD),
