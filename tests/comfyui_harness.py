@@ -43,7 +43,7 @@ _UNPACKED_MARKER = ".partgen-unpacked"
 # Modules ComfyUI 0.3.75 imports at startup (headless, CPU) beyond torch/torchvision: see
 # tests/requirements-comfyui.txt. Checked up front so a missing one gives one clear message.
 COMFYUI_IMPORTS = ("aiohttp", "yarl", "yaml", "PIL", "numpy", "scipy", "einops", "safetensors",
-                   "transformers", "tokenizers", "sentencepiece", "torchsde", "tqdm", "psutil",
+                   "transformers", "tokenizers", "torchsde", "tqdm", "psutil",
                    "av", "pydantic", "pydantic_settings", "requests", "typing_extensions")
 
 
@@ -321,9 +321,8 @@ def _child_env() -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"  # the tiny models are local; never reach for a hub
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     env["DO_NOT_TRACK"] = "1"
-    # Custom-node packs import partgen_models as a normal package (editable install in CI); keep
-    # the repo importable even without one, *after* ComfyUI's root so its `nodes` module wins.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO_ROOT)]))
+    # Nothing is added to PYTHONPATH: the pack imports its library relatively, as it must inside a
+    # user's ComfyUI, and this repo's top-level `nodes/` must never compete with ComfyUI's `nodes`.
     return env
 
 
@@ -359,6 +358,8 @@ def _executor_main(argv: list[str]) -> int:
     args.base_directory = str(base)           # must be set before folder_paths is imported
     args.disable_api_nodes = True
     args.database_url = "sqlite:///:memory:"
+    from app.logger import setup_logger
+    setup_logger(log_level="INFO", use_stdout=True)  # as main.py does; the log is the test's evidence
 
     import folder_paths
     import utils.extra_config                 # before `nodes`, as main.py does
@@ -376,6 +377,9 @@ def _executor_main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     init_seconds = time.perf_counter() - t0
+    loaded_packs = {name: path for name, path in nodes.LOADED_MODULE_DIRS.items()}
+    pack_nodes = {name: getattr(cls, "RELATIVE_PYTHON_MODULE", None)
+                  for name, cls in nodes.NODE_CLASS_MAPPINGS.items() if name.startswith("PartGen")}
 
     class ServerStub:
         """What PromptExecutor and its progress handler touch on PromptServer."""
@@ -432,7 +436,9 @@ def _executor_main(argv: list[str]) -> int:
         valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
         result: dict[str, Any] = {"name": job["name"], "prompt_id": prompt_id, "valid": bool(valid[0]),
                                   "validation_error": valid[1], "node_errors": valid[3],
-                                  "init_seconds": init_seconds}
+                                  "init_seconds": init_seconds, "pack_nodes": pack_nodes,
+                                  "loaded_packs": loaded_packs,
+                                  "custom_node_dirs": folder_paths.get_folder_paths("custom_nodes")}
         if valid[0]:
             executor.execute(prompt, prompt_id, {"client_id": "tier2"}, valid[2])
             result["success"] = bool(executor.success)

@@ -1,0 +1,172 @@
+"""Tier 2: ComfyUI's real executor (``execution.PromptExecutor``), no HTTP server, tiny checkpoints.
+
+All prompts of this module run in ONE fresh interpreter (``comfyui_harness.run_executor``), which
+imports ComfyUI 0.3.75, loads this repository as a custom-node pack through ``extra_model_paths.yaml``
+(``custom_nodes:`` key) exactly like a user install, validates each prompt with
+``execution.validate_prompt`` and executes it. A subprocess rather than this pytest process because
+ComfyUI's top-level modules (``nodes``, ``utils``, ``execution``, ``comfy``...) would clash with this
+repo's ``nodes/`` package and with tier-1 stubs, and its CLI args / folder paths are process globals.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+import comfyui_harness as harness
+
+pytestmark = pytest.mark.tier2
+
+WORKFLOWS = harness.load_api_workflows()
+MULTIVIEW = "PartGenMultiView"
+INTERRUPT_STEPS = 200
+
+
+def _first_multiview(prompt: dict) -> str:
+    ids = harness.nodes_of_class(prompt, MULTIVIEW)
+    assert ids, f"no {MULTIVIEW} node in the prompt"
+    return ids[0]
+
+
+def _base_workflow() -> dict:
+    """The image-to-views workflow: the shipped one, else the smallest equivalent graph."""
+    for prompt in WORKFLOWS.values():
+        if harness.nodes_of_class(prompt, MULTIVIEW):
+            return copy.deepcopy(prompt)
+    pytest.fail("no workflows/*_api.json contains a PartGenMultiView node")
+
+
+def _jobs() -> list[dict]:
+    jobs = [{"name": "core_smoke", "prompt": harness.core_smoke_prompt(64, 48, "tier2_smoke")}]
+    for name, prompt in WORKFLOWS.items():
+        jobs.append({"name": name, "prompt": prompt})
+    wf = _base_workflow()
+    mv = _first_multiview(wf)
+
+    interrupted = copy.deepcopy(wf)
+    interrupted[mv]["inputs"]["steps"] = INTERRUPT_STEPS
+    # Interrupt (what POST /interrupt does) right after the node's first progress report; the
+    # node's next ProgressBar update must then raise InterruptProcessingException.
+    jobs.append({"name": "interrupt", "prompt": interrupted, "interrupt_after_progress": 1})
+
+    empty = copy.deepcopy(wf)
+    loaders = harness.nodes_of_class(empty, "LoadImage")
+    assert loaders, "the image-to-views workflow should start from LoadImage"
+    empty[loaders[0]]["inputs"]["image"] = "partgen_transparent.png"
+    empty[mv]["inputs"]["steps"] = 2
+    jobs.append({"name": "transparent_image", "prompt": empty})
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def results(comfyui_path, comfyui_base) -> dict[str, dict]:
+    out = harness.run_executor(_jobs(), comfyui_base, root=comfyui_path, timeout_s=1200)
+    return {r["name"]: r for r in out}
+
+
+def _events(result: dict, etype: str) -> list[dict]:
+    return [data for event, data in result["messages"] if event == etype]
+
+
+def _explain(result: dict) -> str:
+    errs = _events(result, "execution_error")
+    return (f"valid={result['valid']} validation_error={result.get('validation_error')} "
+            f"node_errors={result.get('node_errors')} errors={errs} "
+            f"events={[e for e, _ in result['messages']]}\nlog: {result.get('log_file')}\n"
+            + harness._tail(Path(result["log_file"]), 4000))
+
+
+def _saved_images(result: dict, node_id: str) -> list[Path]:
+    entries = result["history"]["outputs"].get(node_id, {}).get("images", [])
+    out_dir = Path(result["output_dir"])
+    return [out_dir / e["subfolder"] / e["filename"] for e in entries if e.get("type") == "output"]
+
+
+def test_executor_runs_core_nodes(results):
+    """The harness itself: a core-only EmptyImage -> SaveImage prompt succeeds and writes the PNG."""
+    from PIL import Image
+
+    r = results["core_smoke"]
+    assert r["valid"] and r["success"], _explain(r)
+    files = _saved_images(r, "2")
+    assert len(files) == 1 and files[0].is_file(), r["history"]
+    assert Image.open(files[0]).size == (64, 48)
+    assert [e for e, _ in r["messages"]][0] == "execution_start"
+    assert _events(r, "execution_success")
+
+
+def test_pack_is_loaded_through_extra_model_paths(results, comfyui_base):
+    r = results["core_smoke"]
+    assert str(comfyui_base["packs"]) in r["custom_node_dirs"], r["custom_node_dirs"]
+    assert Path(r["loaded_packs"].get(harness.PACK_DIR_NAME, "")) == comfyui_base["pack"], r["loaded_packs"]
+    assert {"PartGenLoadMultiViewModel", MULTIVIEW} <= set(r["pack_nodes"]), _explain(r)
+
+
+def test_workflows_exist():
+    assert WORKFLOWS, "workflows/ ships no *_api.json (API-format) workflow"
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_shipped_workflow_runs(results, name):
+    from PIL import Image
+
+    r = results[name]
+    prompt = WORKFLOWS[name]
+    assert r["valid"], _explain(r)
+    assert r["success"], _explain(r)
+    assert _events(r, "execution_success"), _explain(r)
+    assert not _events(r, "execution_error"), _explain(r)
+
+    save_nodes = harness.nodes_of_class(prompt, "SaveImage")
+    for nid in save_nodes:
+        files = _saved_images(r, nid)
+        assert files, f"SaveImage {nid} produced nothing: {r['history']}"
+        for f in files:
+            assert f.is_file(), f
+            img = Image.open(f)
+            img.load()
+            src = prompt[nid]["inputs"]["images"]
+            if isinstance(src, list) and prompt[src[0]]["class_type"] == MULTIVIEW and src[1] == 2:
+                view = prompt[src[0]]["inputs"].get("view_size", 320)
+                assert img.size == (2 * view, 3 * view), f"grid {f} is {img.size}, want 2x3 views of {view}px"
+
+    for nid, ui in r["history"]["outputs"].items():  # every file any output node reports exists
+        for entries in ui.values():
+            for e in entries if isinstance(entries, list) else []:
+                if isinstance(e, dict) and e.get("type") == "output" and "filename" in e:
+                    f = Path(r["output_dir"]) / e.get("subfolder", "") / e["filename"]
+                    assert f.is_file() and f.stat().st_size > 0, (nid, e)
+
+    for mv in harness.nodes_of_class(prompt, MULTIVIEW):
+        steps = prompt[mv]["inputs"]["steps"]
+        prog = [d for d in _events(r, "progress") if str(d["node"]) == mv]
+        assert [d["value"] for d in prog] == list(range(1, steps + 1)), prog
+        assert all(d["max"] == steps for d in prog), prog
+
+
+def test_interrupt_stops_sampling(results):
+    r = results["interrupt"]
+    assert r["valid"], _explain(r)
+    assert not r["success"]
+    interrupted = _events(r, "execution_interrupted")
+    assert interrupted, _explain(r)
+    assert interrupted[0]["node_type"] == MULTIVIEW
+    assert not _events(r, "execution_error"), _explain(r)
+    # Interrupted at the next step after the one that triggered it, not after all 200.
+    prog = [d for d in _events(r, "progress") if d["max"] == INTERRUPT_STEPS]
+    assert 1 <= len(prog) <= 2, prog
+
+
+def test_transparent_image_is_a_readable_error(results):
+    r = results["transparent_image"]
+    assert r["valid"], _explain(r)
+    assert not r["success"]
+    errors = _events(r, "execution_error")
+    assert errors, _explain(r)
+    err = errors[0]
+    assert err["node_type"] == MULTIVIEW
+    message = err["exception_message"]
+    assert "no object" in message.lower(), message
+    assert "Traceback (most recent call last)" not in message

@@ -1,0 +1,152 @@
+"""Tier 3: a real ComfyUI 0.3.75 server on a loopback port, driven over HTTP and its websocket.
+
+One server per module (``python main.py --cpu --listen 127.0.0.1 --port <free> ...``, see
+``comfyui_harness.ComfyUIServer.command``), our pack loaded through ``extra_model_paths.yaml``, tiny
+checkpoints in ``models/partgen``. Every wait is bounded; traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import urllib.parse
+
+import pytest
+
+import comfyui_harness as harness
+
+pytestmark = pytest.mark.tier3
+
+MULTIVIEW = "PartGenMultiView"
+EXPECTED_NODES = {"PartGenLoadMultiViewModel", MULTIVIEW}
+# Tier 2 runs the shipped workflow at its own step count; here a few steps prove the per-step
+# progress contract at a fraction of the time (each step is seconds on 2 CPU cores).
+PROGRESS_STEPS = 3
+INTERRUPT_STEPS = 200
+
+
+@pytest.fixture(scope="module")
+def server(comfyui_path, comfyui_base):
+    srv = harness.ComfyUIServer(comfyui_path, comfyui_base).start(timeout_s=180)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(server) -> dict:
+    return server.get_json("/object_info", timeout=60)
+
+
+def _views_workflow() -> dict:
+    for prompt in harness.load_api_workflows().values():
+        if harness.nodes_of_class(prompt, MULTIVIEW):
+            return copy.deepcopy(prompt)
+    pytest.fail("no workflows/*_api.json contains a PartGenMultiView node")
+
+
+def _multiview_id(prompt: dict) -> str:
+    return harness.nodes_of_class(prompt, MULTIVIEW)[0]
+
+
+def test_core_prompt_round_trip(server):
+    """The harness itself, on core nodes only: queue, websocket, history, view."""
+    run = server.run_prompt(harness.core_smoke_prompt(32, 24, "tier3_smoke"), timeout_s=60)
+    assert run.final_type == "execution_success", run.summary()
+    hist = server.history(run.prompt_id)
+    assert hist["status"]["status_str"] == "success", hist
+    image = hist["outputs"]["2"]["images"][0]
+    status, ctype, body = server.get_bytes("/view?" + urllib.parse.urlencode(image))
+    assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n", (status, ctype)
+
+
+def test_object_info_lists_every_partgen_node_with_tooltips(object_info, server):
+    ours = {name: info for name, info in object_info.items() if name.startswith("PartGen")}
+    assert EXPECTED_NODES <= set(ours), (
+        f"missing {EXPECTED_NODES - set(ours)}; server log:\n{server.log_tail()}")
+    missing = []
+    for name, info in ours.items():
+        assert info["category"].startswith("PartGen"), (name, info["category"])
+        for section in ("required", "optional"):
+            for input_name, spec in info["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if not str(options.get("tooltip", "")).strip():
+                    missing.append(f"{name}.{input_name}")
+    assert not missing, f"inputs without a tooltip: {missing}"
+
+
+def test_views_workflow_progress_history_and_view(server):
+    from PIL import Image
+
+    prompt = _views_workflow()
+    mv = _multiview_id(prompt)
+    prompt[mv]["inputs"]["steps"] = PROGRESS_STEPS
+    run = server.run_prompt(prompt, timeout_s=600)
+    assert run.post_status == 200, run.summary()
+    assert run.final_type == "execution_success", run.summary() + "\n" + server.log_tail()
+
+    progress = run.progress_of(mv)
+    assert [p["value"] for p in progress] == list(range(1, PROGRESS_STEPS + 1)), progress
+    assert all(p["max"] == PROGRESS_STEPS for p in progress), progress
+    executing = [d.get("node") for d in run.of_type("executing")]
+    assert mv in executing, executing
+
+    hist = server.history(run.prompt_id)
+    assert hist["status"]["status_str"] == "success" and hist["status"]["completed"], hist.get("status")
+    save = harness.nodes_of_class(prompt, "SaveImage")
+    assert save, "the views workflow should save its grid"
+    images = hist["outputs"][save[0]]["images"]
+    assert images and images[0]["type"] == "output", hist["outputs"]
+
+    view_size = prompt[mv]["inputs"].get("view_size", 320)
+    status, ctype, body = server.get_bytes("/view?" + urllib.parse.urlencode(images[0]), timeout=60)
+    assert status == 200 and ctype == "image/png", (status, ctype)
+    grid = Image.open(io.BytesIO(body))
+    assert grid.size == (2 * view_size, 3 * view_size), grid.size
+
+
+def test_interrupt_while_sampling(server):
+    prompt = _views_workflow()
+    mv = _multiview_id(prompt)
+    prompt[mv]["inputs"]["steps"] = INTERRUPT_STEPS
+    run = server.run_prompt(prompt, timeout_s=300, interrupt_on_progress_of=mv)
+    assert run.interrupt_status == 200, run.summary()
+    assert run.final_type == "execution_interrupted", run.summary() + "\n" + server.log_tail()
+    assert run.final["data"]["node_type"] == MULTIVIEW
+    assert len(run.progress_of(mv)) < 10, "sampling went on long after the interrupt"
+    assert not run.of_type("execution_error"), run.summary()
+    hist = server.history(run.prompt_id)
+    assert hist["status"]["status_str"] == "error", hist.get("status")  # how ComfyUI files interrupts
+
+    # The server is usable again straight away.
+    after = server.run_prompt(harness.core_smoke_prompt(16, 16, "tier3_after_interrupt"), timeout_s=60)
+    assert after.final_type == "execution_success", after.summary()
+
+
+def test_transparent_image_gives_a_readable_error(server):
+    prompt = _views_workflow()
+    mv = _multiview_id(prompt)
+    loader = harness.nodes_of_class(prompt, "LoadImage")[0]
+    prompt[loader]["inputs"]["image"] = "partgen_transparent.png"
+    prompt[mv]["inputs"]["steps"] = 2
+    run = server.run_prompt(prompt, timeout_s=300)
+    assert run.final_type == "execution_error", run.summary()
+    err = run.final["data"]
+    assert err["node_type"] == MULTIVIEW and err["node_id"] == mv, err
+    message = err["exception_message"]
+    assert "no object" in message.lower(), message
+    assert "Traceback (most recent call last)" not in message, message
+    hist = server.history(run.prompt_id)
+    assert hist["status"]["status_str"] == "error", hist.get("status")
+
+
+def test_out_of_range_steps_fail_validation(server):
+    prompt = _views_workflow()
+    mv = _multiview_id(prompt)
+    prompt[mv]["inputs"]["steps"] = 0
+    status, body = server.post_json("/prompt", {"prompt": prompt, "client_id": "tier3-validation"})
+    assert status == 400, body
+    assert mv in body["node_errors"], body
+    reasons = body["node_errors"][mv]["errors"]
+    assert any(e.get("extra_info", {}).get("input_name") == "steps" for e in reasons), reasons
