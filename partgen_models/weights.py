@@ -155,8 +155,12 @@ def _progress_tqdm(progress: Callable[[int, int], None]):
     return ForwardingTqdm
 
 
-def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into CPU tensors; ``expected`` names the model for error messages."""
+def load_state_dict(path: Path, expected: str, container_key: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into CPU tensors; ``expected`` names the model for error messages.
+
+    ``container_key``: pickles may hold the tensors under this key (Lightning's ``"state_dict"``);
+    other entries of such a container (epoch, optimizer state...) are ignored.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist (expected {expected})")
@@ -164,7 +168,7 @@ def load_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} is empty: delete it and download it again (expected {expected})")
     if path.suffix == ".safetensors":
         return _load_safetensors(path, expected)
-    return _load_pickle(path, expected)
+    return _load_pickle(path, expected, container_key)
 
 
 def _load_safetensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
@@ -179,15 +183,18 @@ def _load_safetensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
         ) from error
 
 
-def _load_pickle(path: Path, expected: str) -> dict[str, torch.Tensor]:
+def _load_pickle(path: Path, expected: str, container_key: Optional[str] = None) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
         raise WeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); it is probably truncated, corrupt or "
-            f"not a weights file: delete it and download it again (expected {expected})"
+            f"{str(error).splitlines()[0] if str(error) else ''}); it is probably truncated, corrupt, "
+            f"not a weights file, or holds Python objects that safe loading refuses: delete it and download "
+            f"it again (expected {expected})"
         ) from error
+    if container_key is not None and isinstance(loaded, Mapping) and isinstance(loaded.get(container_key), Mapping):
+        loaded = loaded[container_key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"{path} does not hold a flat dict of tensors (expected {expected})")
     return dict(loaded)

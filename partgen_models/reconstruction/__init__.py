@@ -1,0 +1,1 @@
+"""Reconstruction: views (of a whole object or of P parts) → coloured meshes (InstantMesh LRM)."""
