@@ -74,3 +74,10 @@ def normalized_intrinsics(fov_deg: float) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) in units of the image size, as InstantMesh's ``FOV_to_intrinsics``."""
     focal = 0.5 / math.tan(math.radians(fov_deg) * 0.5)
     return focal, focal, 0.5, 0.5
+
+
+def instantmesh_camera_vectors(c2w: torch.Tensor, fov_deg: float) -> torch.Tensor:
+    """The LRM's 16-value cameras ``[V,16]``: flattened c2w[:3,:4] then normalised fx, fy, cx, cy
+    (InstantMesh ``get_zero123plus_input_cameras``)."""
+    intrinsics = torch.tensor(normalized_intrinsics(fov_deg), dtype=torch.float32).expand(c2w.shape[0], 4)
+    return torch.cat([c2w[:, :3, :4].reshape(-1, 12).float(), intrinsics], dim=-1)

@@ -67,3 +67,37 @@ def grid_to_views(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         raise ValueError(f"a {gh}x{gw} grid does not split into {rows}x{cols} equal views")
     h, w = gh // rows, gw // cols
     return grid.reshape(rows, h, cols, w, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, h, w, c)
+
+
+@dataclass(frozen=True)
+class PartViews:
+    """Views of P parts at one object's cameras, batched (``PARTGEN_PART_VIEWS``).
+
+    images ``[P,V,H,W,3]`` on ``background``; alpha ``[P,V,H,W]``; c2w ``[V,4,4]`` shared by all
+    parts; names one per part.
+    """
+
+    images: torch.Tensor
+    alpha: torch.Tensor
+    c2w: torch.Tensor
+    fov_deg: float
+    layout: str
+    background: tuple[float, float, float]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        p, v, h, w, c = self.images.shape
+        if c != 3 or self.alpha.shape != (p, v, h, w) or self.c2w.shape != (v, 4, 4) or len(self.names) != p:
+            raise ValueError(
+                f"PartViews shapes disagree: images {tuple(self.images.shape)}, alpha {tuple(self.alpha.shape)}, "
+                f"c2w {tuple(self.c2w.shape)}, {len(self.names)} names"
+            )
+
+    @property
+    def num_parts(self) -> int:
+        return self.images.shape[0]
+
+    @classmethod
+    def whole_object(cls, views: MultiView, name: str = "object") -> "PartViews":
+        """A whole object's views as a single part (reconstructing the object itself)."""
+        return cls(views.images[None], views.alpha[None], views.c2w, views.fov_deg, views.layout, views.background, (name,))

@@ -1,0 +1,238 @@
+"""Views of P parts → one vertex-coloured mesh per part, all in one object frame.
+
+Numbered steps: check and prepare the views, encode all parts in batches (encoder + transformer),
+then per part query the fields on a grid in chunks bounded by the memory budget and extract the
+surface (FlexiCubes for the mesh variant, marching cubes for the NeRF variant), colour the vertices,
+move them to the glTF frame and optionally decimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import LAYOUTS, instantmesh_camera_vectors
+from ..parts import Part, zup_to_gltf
+from ..runtime import Runtime, default_runtime
+from ..views import PartViews
+from .lrm import LargeReconstructionModel, sample_triplanes
+from .options import DEFAULT_RESOLUTION, VIEW_SUBSETS, ReconstructionOptions
+
+logger = logging.getLogger(__name__)
+
+LRM_VIEW_SIZE = 320  # InstantMesh's run.py resizes the Zero123++ views to 320 (bicubic, antialiased)
+GRID_SCALE = 2.1  # configs/instant-mesh-*.yaml grid_scale: the FlexiCubes grid spans [-1.05, 1.05]
+DEFORMATION_MULTIPLIER = 4.0  # lrm_mesh.py: deformation = tanh(d) / (grid_res * 4)
+_EMPTY_ALPHA = 0.5
+
+
+class ReconstructionError(ValueError):
+    """The views cannot be reconstructed; the message says why."""
+
+
+def _check_views(views: PartViews) -> None:
+    if views.layout not in LAYOUTS:
+        raise ReconstructionError(f"unknown view layout {views.layout!r}; reconstruction accepts {sorted(LAYOUTS)}")
+    if views.images.shape[1] != LAYOUTS[views.layout].num_views:
+        raise ReconstructionError(
+            f"{views.images.shape[1]} views given; InstantMesh reconstructs from the 6 Zero123++ views "
+            f"(layouts {sorted(LAYOUTS)}), optionally using the 4-view subset 0,2,4,5"
+        )
+    if not (torch.isfinite(views.images).all() and torch.isfinite(views.alpha).all()):
+        raise ReconstructionError("the views contain NaN or infinite values; check the node that produced them")
+
+
+def prepare_views(views: PartViews, subset: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views on white at 320 px, ``[P,V',3,320,320]``, and their camera vectors ``[V',16]``."""
+    images = views.images[:, list(subset)].float()
+    alpha = views.alpha[:, list(subset)].float()[..., None]
+    background = torch.tensor(views.background, dtype=images.dtype)
+    # InstantMesh was trained on white backgrounds: move any other plain background to white.
+    images = (images + (1.0 - alpha) * (1.0 - background)).clamp(0.0, 1.0)
+    p, v, h, w, _ = images.shape
+    images = images.permute(0, 1, 4, 2, 3).reshape(p * v, 3, h, w)
+    if (h, w) != (LRM_VIEW_SIZE, LRM_VIEW_SIZE):
+        logger.info("resizing %dx%d views to %d px for the reconstruction model", w, h, LRM_VIEW_SIZE)
+        images = F.interpolate(images, size=(LRM_VIEW_SIZE, LRM_VIEW_SIZE), mode="bicubic", antialias=True, align_corners=False)
+    images = images.clamp(0.0, 1.0).reshape(p, v, 3, LRM_VIEW_SIZE, LRM_VIEW_SIZE)
+    cameras = instantmesh_camera_vectors(views.c2w[list(subset)], views.fov_deg)
+    return images, cameras
+
+
+def _points_per_chunk(model: LargeReconstructionModel, budget_mb: int, width_factor: int = 1) -> int:
+    """Grid points whose features and MLP activations fit in the budget (about 2x for safety)."""
+    features = 3 * model.config.triplane_dim * width_factor
+    per_point = (features + 4 * model.config.decoder_hidden) * 4 * 2
+    return max(4096, budget_mb * 2**20 // per_point)
+
+
+def encode_parts(
+    model: LargeReconstructionModel, images: torch.Tensor, cameras: torch.Tensor, options: ReconstructionOptions, runtime: Runtime
+) -> torch.Tensor:
+    """Triplanes ``[P,3,C,H,W]`` for all parts, in batches as large as the memory budget allows."""
+    # Activation memory of one part through the transformer, roughly: tokens x width x layers x 4 bytes x 8.
+    tokens = images.shape[1] * (1 + (LRM_VIEW_SIZE // model.config.patch_size) ** 2) + 3 * model.config.triplane_low_res**2
+    per_part = tokens * max(model.config.encoder_dim, model.config.transformer_dim) * 4 * 8
+    batch = max(1, min(images.shape[0], options.memory_budget_mb * 2**20 // per_part))
+    planes = []
+    for start in range(0, images.shape[0], batch):
+        runtime.check_interrupt()
+        chunk = images[start : start + batch].to(runtime.device, model.dtype)
+        cams = cameras[None].expand(chunk.shape[0], -1, -1).to(runtime.device, model.dtype)
+        planes.append(model.forward_planes(chunk, cams))
+    return torch.cat(planes)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_grid(resolution: int, device: str):
+    # The grid is geometry, not a model: building it once per resolution saves most of the setup.
+    from .flexicubes import make_grid
+
+    return make_grid(resolution, GRID_SCALE, torch.device(device))
+
+
+def _query_chunks(fn, points: torch.Tensor, chunk: int, runtime: Runtime) -> list:
+    outputs = []
+    for start in range(0, points.shape[0], chunk):
+        runtime.check_interrupt()
+        outputs.append(fn(points[start : start + chunk]))
+    return outputs
+
+
+def _features(model: LargeReconstructionModel, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    return sample_triplanes(planes, points[None].to(planes.dtype))[0]  # (M, 3C)
+
+
+def extract_flexicubes(
+    model: LargeReconstructionModel, planes: torch.Tensor, resolution: int, options: ReconstructionOptions, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One part's triplanes ``[1,3,C,H,W]`` → (vertices, faces) in InstantMesh's z-up frame."""
+    from .flexicubes import extract_mesh, surface_cubes
+
+    grid = _cached_grid(resolution, str(planes.device))
+    decoder = model.decoder
+    chunk = _points_per_chunk(model, options.memory_budget_mb)
+
+    def sdf_and_offset(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sdf, deformation = decoder.sdf_and_deformation(_features(model, planes, points))
+        return sdf.float(), deformation.float()
+
+    outputs = _query_chunks(sdf_and_offset, grid.vertices, chunk, runtime)
+    sdf = torch.cat([o[0] for o in outputs])
+    offsets = torch.cat([o[1] for o in outputs])
+    vertices = grid.vertices + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
+    cube_ids = surface_cubes(grid, sdf)
+    if cube_ids.numel() == 0:
+        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+
+    # Weights only for cubes on the surface: FlexiCubes ignores the others (upstream evaluates all).
+    corners = grid.cubes[cube_ids]  # (S, 8)
+    unique, inverse = torch.unique(corners, return_inverse=True)
+    corner_features = torch.cat(_query_chunks(lambda p: _features(model, planes, p), grid.vertices[unique], chunk, runtime))
+    cube_chunk = max(1, chunk // 8)
+
+    def cube_weights(rows: torch.Tensor) -> torch.Tensor:
+        gathered = corner_features[rows.reshape(-1)].reshape(rows.shape[0], -1)  # (S', 8*3C), corners in grid order
+        return decoder.cube_weights(gathered).float()
+
+    weights = torch.cat(_query_chunks(cube_weights, inverse, cube_chunk, runtime))
+    return extract_mesh(grid, sdf, vertices, cube_ids, weights)
+
+
+def extract_marching_cubes(
+    model: LargeReconstructionModel, planes: torch.Tensor, resolution: int, options: ReconstructionOptions, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeRF density on a ``resolution``³ grid over [-1,1]³ → iso-surface at ``density_threshold``."""
+    from skimage.measure import marching_cubes
+
+    axis = torch.linspace(-1.0, 1.0, resolution, device=planes.device)
+    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    densities = []
+    for x_start in range(0, resolution, max(1, chunk // resolution**2)):
+        runtime.check_interrupt()
+        xs = axis[x_start : x_start + max(1, chunk // resolution**2)]
+        points = torch.stack(torch.meshgrid(xs, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+        density, _ = model.decoder.density_and_color(_features(model, planes, points))
+        densities.append(density.float().reshape(len(xs), resolution, resolution).cpu())
+    field = torch.cat(densities).numpy()
+    if not (field.min() < options.density_threshold < field.max()):
+        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+    # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
+    vertices, faces, _, _ = marching_cubes(field, level=options.density_threshold, gradient_direction="ascent")
+    vertices = torch.from_numpy(vertices.copy()).float() / (resolution - 1) * 2 - 1
+    return vertices.to(planes.device), torch.from_numpy(faces.astype("int64"))
+
+
+def vertex_colors(model: LargeReconstructionModel, planes: torch.Tensor, vertices: torch.Tensor, options, runtime) -> torch.Tensor:
+    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    if model.config.variant == "mesh":
+        color = lambda p: model.decoder.color(_features(model, planes, p)).float()  # noqa: E731
+    else:
+        color = lambda p: model.decoder.density_and_color(_features(model, planes, p))[1].float()  # noqa: E731
+    return torch.cat(_query_chunks(color, vertices.to(planes.device), chunk, runtime)).clamp(0, 1).cpu()
+
+
+def decimate(vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, target_faces: int):
+    """Quadric decimation (fast-simplification); colours follow the nearest kept vertex."""
+    import fast_simplification
+    from scipy.spatial import cKDTree
+
+    if faces.shape[0] <= target_faces:
+        return vertices, faces, colors
+    reduction = 1.0 - target_faces / faces.shape[0]
+    new_vertices, new_faces = fast_simplification.simplify(vertices.numpy(), faces.numpy().astype("int32"), reduction)
+    _, nearest = cKDTree(vertices.numpy()).query(new_vertices)
+    return torch.from_numpy(new_vertices).float(), torch.from_numpy(new_faces.astype("int64")), colors[torch.from_numpy(nearest)]
+
+
+@torch.no_grad()
+def reconstruct_parts(
+    model: LargeReconstructionModel,
+    views: PartViews,
+    options: ReconstructionOptions = ReconstructionOptions(),
+    runtime: Optional[Runtime] = None,
+) -> list[Part]:
+    """Each part's views → a watertight, vertex-coloured mesh in the glTF object frame."""
+    runtime = runtime or default_runtime("cpu", torch.float32)
+    # 1. check inputs, drop parts without foreground
+    _check_views(views)
+    subset = VIEW_SUBSETS[options.views]
+    keep = [i for i in range(views.num_parts) if views.alpha[i, list(subset)].amax().item() >= _EMPTY_ALPHA]
+    for i in sorted(set(range(views.num_parts)) - set(keep)):
+        logger.warning("part %r has no foreground in its views and is skipped", views.names[i])
+    if not keep:
+        raise ReconstructionError(
+            f"none of the {views.num_parts} parts has any foreground in its views ({', '.join(views.names)}); "
+            "check the part masks or the completion step"
+        )
+    runtime.prepare(model)
+    images, cameras = prepare_views(views, subset)
+
+    # 2. encoder + transformer, batched over parts
+    planes = encode_parts(model, images[keep], cameras, options, runtime)
+    resolution = options.resolution or DEFAULT_RESOLUTION[model.config.variant]
+    extract = extract_flexicubes if model.config.variant == "mesh" else extract_marching_cubes
+
+    # 3. surface, colours, frame, decimation per part
+    parts = []
+    for done, (index, part_planes) in enumerate(zip(keep, planes)):
+        name = views.names[index]
+        vertices, faces = extract(model, part_planes[None], resolution, options, runtime)
+        if faces.shape[0] == 0:
+            logger.warning("part %r: the reconstructed field has no surface; skipped", name)
+            runtime.progress(done + 1, len(keep), None)
+            continue
+        colors = vertex_colors(model, part_planes[None], vertices, options, runtime)
+        vertices = zup_to_gltf(vertices.float().cpu())
+        faces = faces.cpu()
+        if options.target_faces:
+            vertices, faces, colors = decimate(vertices, faces, colors, options.target_faces)
+        parts.append(Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors))
+        runtime.progress(done + 1, len(keep), None)
+    if not parts:
+        raise ReconstructionError("no part produced a surface; the reconstruction model saw nothing it could close")
+    return parts
