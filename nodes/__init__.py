@@ -11,7 +11,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-STAGE_MODULES = ("multiview",)
+STAGE_MODULES = ("multiview", "reconstruction")
 
 
 def node_classes() -> list[type]:

@@ -4,3 +4,6 @@ from comfy_api.latest import io
 
 MultiViewModel = io.Custom("PARTGEN_MULTIVIEW_MODEL")
 Views = io.Custom("PARTGEN_VIEWS")
+PartViews = io.Custom("PARTGEN_PART_VIEWS")
+ReconstructionModel = io.Custom("PARTGEN_RECONSTRUCTION_MODEL")
+Parts = io.Custom("PARTGEN_PARTS")

@@ -87,6 +87,20 @@ OFFICIAL_MODELS: dict[str, OfficialModel] = {
     )
 }
 
+# InstantMesh reconstruction checkpoints: one file each, all in the "instantmesh" folder.
+INSTANTMESH_CHECKPOINTS: dict[str, OfficialModel] = {
+    name: OfficialModel(
+        "instantmesh", "TencentARC/InstantMesh", (f"{name.replace('-', '_')}.ckpt",), (f"{name.replace('-', '_')}.ckpt",),
+        "Apache-2.0", f"InstantMesh {name} reconstruction model ({size})",
+    )
+    for name, size in (
+        ("instant-mesh-large", "about 1.5 GB"),
+        ("instant-mesh-base", "about 1.2 GB"),
+        ("instant-nerf-large", "about 1.5 GB"),
+        ("instant-nerf-base", "about 1.2 GB"),
+    )
+}
+
 
 def downloads_allowed() -> bool:
     """False when the user switched downloading off (``PARTGEN_NO_DOWNLOAD=1`` or HF offline mode)."""

@@ -226,9 +226,14 @@ def write_tiny_instantmesh_unet(path: Path, seed: int = 1) -> Path:
 
 def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
     """A whole tiny model set, in the folders the loaders look in (``weights.OFFICIAL_MODELS``)."""
+    from .tiny_instantmesh import write_tiny_instantmesh
+
     models_dir = Path(models_dir)
     return [
         write_tiny_zero123plus(models_dir / "zero123plus-v1.2", seed),
         write_tiny_zero123plus(models_dir / "zero123plus-v1.1", seed + 10),
         write_tiny_instantmesh_unet(models_dir / "instantmesh-zero123plus-unet" / "diffusion_pytorch_model.bin", seed + 20),
+        # Same file names as the official checkpoints, so the loaders' official choices find them.
+        write_tiny_instantmesh(models_dir / "instantmesh" / "instant_mesh_large.ckpt", "mesh", seed + 30),
+        write_tiny_instantmesh(models_dir / "instantmesh" / "instant_nerf_large.ckpt", "nerf", seed + 40),
     ]

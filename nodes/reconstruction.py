@@ -1,0 +1,128 @@
+"""Reconstruction stage nodes: load InstantMesh and turn views into coloured part meshes."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..partgen_models.reconstruction.catalog import (
+    DEFAULT_RECONSTRUCTION,
+    list_reconstruction_models,
+    resolve_reconstruction_model,
+)
+from ..partgen_models.reconstruction.loader import load_instantmesh
+from ..partgen_models.reconstruction.options import VIEW_SUBSETS, ReconstructionOptions
+from ..partgen_models.reconstruction.reconstruct import reconstruct_parts
+from ..partgen_models.views import PartViews
+from . import sockets
+from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
+
+_DEFAULTS = ReconstructionOptions()
+
+
+class LoadReconstructionModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PartGenLoadReconstructionModel",
+            display_name="PartGen Load Reconstruction Model",
+            category="PartGen/loaders",
+            description=(
+                "InstantMesh's reconstruction model from models/partgen/instantmesh (downloaded on first use unless "
+                "PARTGEN_NO_DOWNLOAD=1). Mesh variants extract with FlexiCubes, NeRF variants with marching cubes; "
+                "both give vertex colours. Apache-2.0."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model",
+                    options=list_reconstruction_models(model_search_dirs()),
+                    default=DEFAULT_RECONSTRUCTION,
+                    tooltip=(
+                        "instant-mesh-large: best quality (1.5 GB, ~3 GB VRAM in fp16 with extraction at 128). "
+                        "base: smaller and faster. nerf: density field, smoother but blobbier surfaces."
+                    ),
+                ),
+                io.Combo.Input(
+                    "precision",
+                    options=list(PRECISIONS),
+                    default="auto",
+                    tooltip="Weight precision. auto: fp16/bf16 on a GPU, fp32 on CPU. fp32 doubles the VRAM.",
+                ),
+            ],
+            outputs=[sockets.ReconstructionModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, precision: str) -> io.NodeOutput:
+        path = resolve_reconstruction_model(model, model_search_dirs(), download_progress())
+        dtype = resolve_dtype(precision)
+        return io.NodeOutput(ModelHandle(name=model, dtype=dtype, build=lambda: load_instantmesh(path, dtype)))
+
+
+class Reconstruct(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PartGenReconstruct",
+            display_name="PartGen Reconstruct",
+            category="PartGen",
+            description=(
+                "Views → one watertight, vertex-coloured mesh per part, all in one object frame (glTF, Y up), so "
+                "the parts assemble into the object. Connect the whole object's views or completed part views; "
+                "parts are batched through the model. A part without foreground is skipped with a warning."
+            ),
+            inputs=[
+                sockets.ReconstructionModel.Input("model", tooltip="From PartGen Load Reconstruction Model."),
+                sockets.Views.Input(
+                    "views", optional=True, tooltip="A whole object's views (PartGen Multi-View): gives one part."
+                ),
+                sockets.PartViews.Input(
+                    "part_views", optional=True, tooltip="Completed views of each part (PartGen Complete Parts)."
+                ),
+                io.Int.Input(
+                    "resolution",
+                    default=0,
+                    min=0,
+                    max=512,
+                    step=8,
+                    tooltip=(
+                        "Extraction grid; 0 = the model's default (mesh 128, NeRF 256). Detail, time and memory grow "
+                        "with it: 256 takes about 4x the time of 128 on the surface cells."
+                    ),
+                ),
+                io.Int.Input(
+                    "memory_budget_mb",
+                    default=_DEFAULTS.memory_budget_mb,
+                    min=64,
+                    max=65536,
+                    tooltip="Upper bound for temporary memory of the grid queries and part batches; lower it if you run out of VRAM.",
+                ),
+                io.Int.Input(
+                    "target_faces",
+                    default=0,
+                    min=0,
+                    max=10_000_000,
+                    tooltip="Decimate each part to about this many faces; 0 keeps the full mesh.",
+                ),
+                io.Combo.Input(
+                    "view_subset",
+                    options=list(VIEW_SUBSETS),
+                    default="all",
+                    tooltip="Which Zero123++ views to use: all 6, or InstantMesh's 4-view subset 0,2,4,5.",
+                ),
+            ],
+            outputs=[sockets.Parts.Output(display_name="parts")],
+        )
+
+    @classmethod
+    def execute(cls, model, resolution, memory_budget_mb, target_faces, view_subset, views=None, part_views=None) -> io.NodeOutput:
+        if (views is None) == (part_views is None):
+            raise ValueError("connect exactly one of 'views' (a whole object) or 'part_views' (completed parts)")
+        patcher = model.patcher()
+        options = ReconstructionOptions(
+            resolution=resolution or None, memory_budget_mb=memory_budget_mb, target_faces=target_faces, views=view_subset
+        )
+        inputs = part_views if part_views is not None else PartViews.whole_object(views)
+        return io.NodeOutput(reconstruct_parts(patcher.model, inputs, options, comfy_runtime(patcher)))
+
+
+NODES = [LoadReconstructionModel, Reconstruct]
