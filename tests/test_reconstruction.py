@@ -1,0 +1,130 @@
+import logging
+import math
+
+import pytest
+import torch
+import trimesh
+
+from partgen_models.cameras import LAYOUTS, instantmesh_camera_vectors
+from partgen_models.parts import zup_to_gltf
+from partgen_models.reconstruction import reconstruct as rec
+from partgen_models.reconstruction.loader import load_instantmesh
+from partgen_models.reconstruction.options import ReconstructionOptions
+from partgen_models.runtime import Runtime
+from partgen_models.testing.tiny_instantmesh import write_tiny_instantmesh
+from partgen_models.views import PartViews
+
+
+@pytest.fixture(scope="module")
+def nerf_model(tmp_path_factory):
+    return load_instantmesh(write_tiny_instantmesh(tmp_path_factory.mktemp("lrm") / "instant_nerf_large.ckpt", "nerf"))
+
+
+def _part_views(parts: int = 2, size: int = 64, background=(1.0, 1.0, 1.0)) -> PartViews:
+    generator = torch.Generator().manual_seed(0)
+    alpha = torch.zeros(parts, 6, size, size)
+    alpha[:, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+    colour = torch.rand(parts, 6, size, size, 3, generator=generator)
+    images = colour * alpha[..., None] + torch.tensor(background) * (1 - alpha[..., None])
+    layout = LAYOUTS["zero123pp_v12"]
+    names = tuple(f"part_{i}" for i in range(parts))
+    return PartViews(images, alpha, layout.camera_to_world(), layout.fov_deg, layout.name, background, names)
+
+
+def test_camera_vectors_are_instantmesh_layout():
+    c2w = LAYOUTS["zero123pp_v12"].camera_to_world()
+    vectors = instantmesh_camera_vectors(c2w, 30.0)
+    assert vectors.shape == (6, 16)
+    assert torch.equal(vectors[:, :12], c2w[:, :3, :4].reshape(6, 12))
+    focal = 0.5 / math.tan(math.radians(15))
+    assert torch.allclose(vectors[0, 12:], torch.tensor([focal, focal, 0.5, 0.5]))
+
+
+def test_views_are_moved_to_white_and_resized(caplog):
+    views = _part_views(1, 64, background=(0.5, 0.5, 0.5))
+    with caplog.at_level(logging.INFO, logger=rec.__name__):
+        images, cameras = rec.prepare_views(views, (0, 2, 4, 5))
+    assert images.shape == (1, 4, 3, 320, 320) and cameras.shape == (4, 16)
+    assert torch.allclose(images[0, 0, :, 0, 0], torch.ones(3))  # gray background became white
+    assert "resizing 64x64 views to 320 px" in caplog.text
+
+
+def test_parts_are_batched_through_the_transformer(nerf_model):
+    views = _part_views(3)
+    images, cameras = rec.prepare_views(views, tuple(range(6)))
+    runtime = Runtime()
+    batched = rec.encode_parts(nerf_model, images, cameras, ReconstructionOptions(), runtime)
+    calls = []
+    hook = nerf_model.transformer.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        rec.encode_parts(nerf_model, images, cameras, ReconstructionOptions(), runtime)
+        single = torch.cat([rec.encode_parts(nerf_model, images[i : i + 1], cameras, ReconstructionOptions(), runtime) for i in range(3)])
+    finally:
+        hook.remove()
+    assert calls[0] == 3  # one batch of three parts, not three calls
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def _sphere_field(monkeypatch, model, radius=0.5):
+    """Make the decoder see positions: density 20 inside a sphere of ``radius``, 0 outside."""
+    monkeypatch.setattr(rec, "_features", lambda model, planes, points: points.to(torch.float32))
+
+    def density_and_color(points):
+        inside = 20.0 * torch.sigmoid((radius - points.norm(dim=-1)) * 40.0)
+        return inside, (points + 1) / 2
+
+    monkeypatch.setattr(model.decoder, "density_and_color", density_and_color)
+
+
+def test_marching_cubes_of_a_closed_field_is_watertight_and_outward(nerf_model, monkeypatch):
+    _sphere_field(monkeypatch, nerf_model)
+    planes = torch.zeros(1, 3, 8, 16, 16)
+    vertices, faces = rec.extract_marching_cubes(nerf_model, planes, 48, ReconstructionOptions(memory_budget_mb=64), Runtime())
+    mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=True)
+    assert mesh.is_watertight
+    assert mesh.volume > 0  # faces wind outwards
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.05)
+
+
+def test_pipeline_skips_empty_parts_and_returns_gltf_frame_parts(nerf_model, monkeypatch, caplog):
+    _sphere_field(monkeypatch, nerf_model, radius=0.4)
+    views = _part_views(2)
+    views.alpha[1] = 0.0  # the second part has no foreground at all
+    seen = []
+    with caplog.at_level(logging.WARNING):
+        parts = rec.reconstruct_parts(
+            nerf_model, views, ReconstructionOptions(resolution=32), Runtime(progress=lambda s, t, p: seen.append((s, t)))
+        )
+    assert [p.name for p in parts] == ["part_0"]
+    assert "'part_1' has no foreground" in caplog.text
+    part = parts[0]
+    assert part.vertex_colors.min() >= 0 and part.vertex_colors.max() <= 1
+    assert seen == [(1, 1)]
+    # colours were queried at z-up positions: colour = (p_zup + 1) / 2, vertices are glTF (y, z, x)
+    zup = part.vertex_colors * 2 - 1
+    assert torch.allclose(zup_to_gltf(zup), part.vertices, atol=1e-4)
+
+
+def test_decimation_reduces_faces(nerf_model, monkeypatch):
+    _sphere_field(monkeypatch, nerf_model)
+    parts = rec.reconstruct_parts(nerf_model, _part_views(1), ReconstructionOptions(resolution=40, target_faces=200))
+    assert 0 < parts[0].num_faces <= 260
+    assert parts[0].vertex_colors.shape == parts[0].vertices.shape
+
+
+def test_bad_views_say_what_is_wrong(nerf_model):
+    views = _part_views(1)
+    views.alpha.zero_()
+    with pytest.raises(rec.ReconstructionError, match="none of the 1 parts has any foreground"):
+        rec.reconstruct_parts(nerf_model, views)
+    nan_views = _part_views(1)
+    nan_views.images[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(rec.ReconstructionError, match="NaN"):
+        rec.reconstruct_parts(nerf_model, nan_views)
+    layout = LAYOUTS["zero123pp_v12"]
+    four = PartViews(torch.ones(1, 4, 8, 8, 3), torch.ones(1, 4, 8, 8), layout.camera_to_world()[:4], 30.0,
+                     layout.name, (1.0, 1.0, 1.0), ("a",))
+    with pytest.raises(rec.ReconstructionError, match="4 views given.*6 Zero123\\+\\+ views"):
+        rec.reconstruct_parts(nerf_model, four)
+    with pytest.raises(ValueError, match="views must be one of"):
+        ReconstructionOptions(views="1,2")
