@@ -11,7 +11,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-STAGE_MODULES = ("multiview", "reconstruction")
+STAGE_MODULES = ("multiview", "reconstruction", "export")
 
 
 def node_classes() -> list[type]:

@@ -1,0 +1,251 @@
+"""Writing parts to disk: one GLB scene with a named node per part, optional per-part files, a manifest.
+
+Files are only ever written under the caller's output folder, with sanitised names, never over an
+existing file, and atomically: everything is first written to temporary files, then each is linked
+to its final name (``os.link`` refuses to replace an existing file), so an interrupted or failed run
+leaves no partial output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..parts import Part
+
+logger = logging.getLogger(__name__)
+
+PART_FORMATS = ("glb", "obj", "stl", "ply")
+_SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class ExportError(ValueError):
+    """The parts or the destination are not valid; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to write.
+
+    filename_prefix: "sub/folder/name" relative to the output folder; sanitised.
+    part_format: also write each part to its own file in this format ("none" to skip).
+    exploded: push parts apart along their centroid directions by this share of the object's size
+        (0 = assembled), for inspection.
+    metadata: settings and seeds that produced the parts, copied into the manifest.
+    """
+
+    filename_prefix: str = "partgen/parts"
+    part_format: str = "none"
+    exploded: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.part_format not in PART_FORMATS + ("none",):
+            raise ExportError(f"part_format must be one of {PART_FORMATS + ('none',)}, got {self.part_format!r}")
+        if not 0.0 <= self.exploded <= 10.0:
+            raise ExportError(f"exploded must be within 0..10, got {self.exploded}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    scene: Path  # relative to the output folder
+    manifest: Path
+    part_files: tuple[Path, ...]
+
+
+def sanitize_prefix(prefix: str) -> tuple[Path, str]:
+    """``"a/b/name"`` → (subfolder, base name); refuses absolute paths and ``..``."""
+    text = prefix.strip().replace("\\", "/")
+    if not text:
+        raise ExportError("filename_prefix is empty; give a name such as 'partgen/chair'")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise ExportError(f"filename_prefix {prefix!r} is an absolute path; give a path relative to the output folder")
+    components = [c for c in text.split("/") if c not in ("", ".")]
+    if any(c == ".." for c in components):
+        raise ExportError(f"filename_prefix {prefix!r} contains '..'; files stay inside the output folder")
+    cleaned = [(_SAFE.sub("_", c).strip(" .") or "_") for c in components]
+    if not cleaned:
+        raise ExportError(f"filename_prefix {prefix!r} has no usable name")
+    return Path(*cleaned[:-1]) if len(cleaned) > 1 else Path(), cleaned[-1]
+
+
+def part_file_name(name: str) -> str:
+    return _SAFE.sub("_", name).strip(" .") or "part"
+
+
+def check_parts(parts: Sequence[Part]) -> None:
+    if not parts:
+        raise ExportError("there are no parts to export; check the reconstruction step")
+    for part in parts:
+        if part.faces.shape[0] == 0:
+            raise ExportError(f"part {part.name!r} has no faces")
+        if not torch.isfinite(part.vertices).all():
+            raise ExportError(f"part {part.name!r} has NaN or infinite vertices")
+        if part.faces.min() < 0 or part.faces.max() >= part.vertices.shape[0]:
+            raise ExportError(f"part {part.name!r} has faces that index missing vertices")
+    names = [p.name for p in parts]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ExportError(f"part names must be unique; repeated: {', '.join(duplicates)}")
+
+
+def _unique_names(parts: Sequence[Part]) -> list[str]:
+    """File-safe names, kept distinct after sanitising."""
+    seen: dict[str, int] = {}
+    names = []
+    for part in parts:
+        base = part_file_name(part.name)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        names.append(base if count == 0 else f"{base}_{count}")
+    return names
+
+
+def exploded_offsets(parts: Sequence[Part], amount: float) -> list[np.ndarray]:
+    """Per-part translation pushing each part away from the object's centre along its centroid
+    direction, scaled by ``amount`` times the object's bounding-box diagonal."""
+    centroids = [p.vertices.double().mean(0).numpy() for p in parts]
+    everything = torch.cat([p.vertices for p in parts]).double()
+    centre = everything.mean(0).numpy()
+    diagonal = float((everything.amax(0) - everything.amin(0)).norm())
+    offsets = []
+    for centroid in centroids:
+        direction = centroid - centre
+        length = np.linalg.norm(direction)
+        offsets.append(direction / length * amount * diagonal if length > 1e-9 else np.zeros(3))
+    return offsets
+
+
+def _trimesh(part: Part, offset: np.ndarray):
+    import trimesh
+
+    vertices = part.vertices.double().numpy() + offset
+    colors = (part.vertex_colors.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    rgba = np.concatenate([colors, np.full((colors.shape[0], 1), 255, np.uint8)], axis=1)
+    return trimesh.Trimesh(vertices=vertices, faces=part.faces.numpy(), vertex_colors=rgba, process=False)
+
+
+def _scene_glb(parts: Sequence[Part], names: Sequence[str], offsets: Sequence[np.ndarray]) -> bytes:
+    import trimesh
+
+    scene = trimesh.Scene()
+    for part, name, offset in zip(parts, names, offsets):
+        scene.add_geometry(_trimesh(part, offset), node_name=part.name, geom_name=name)
+    return scene.export(file_type="glb")
+
+
+def _part_file(part: Part, name: str, offset: np.ndarray, file_format: str) -> bytes:
+    import trimesh
+
+    mesh = _trimesh(part, offset)
+    if file_format == "glb":  # a one-node scene keeps the part's name
+        scene = trimesh.Scene()
+        scene.add_geometry(mesh, node_name=part.name, geom_name=name)
+        return scene.export(file_type="glb")
+    data = mesh.export(file_type=file_format)
+    return data.encode("utf-8") if isinstance(data, str) else data
+
+
+def _manifest(parts, names, offsets, files: dict[str, str], options: ExportOptions) -> dict:
+    entries = []
+    for part, name, offset in zip(parts, names, offsets):
+        vertices = part.vertices.double() + torch.from_numpy(offset)
+        entries.append({
+            "name": part.name,
+            "file": files.get(part.name),
+            "display_color": list(part.display_color) if part.display_color else None,
+            "vertices": int(part.vertices.shape[0]),
+            "faces": part.num_faces,
+            "bbox_min": vertices.amin(0).tolist(),
+            "bbox_max": vertices.amax(0).tolist(),
+            "transform": part.transform.tolist(),
+            "exploded_offset": offset.tolist(),
+        })
+    return {"format": "partgen-parts/1", "frame": "glTF: Y up, right-handed; front faces +Z",
+            "scene": files["__scene__"], "parts": entries, "settings": options.metadata}
+
+
+def _next_counter(folder: Path, base: str) -> int:
+    pattern = re.compile(re.escape(base) + r"_(\d{5})")
+    used = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))] if folder.is_dir() else []
+    return max(used, default=0) + 1
+
+
+def export_parts(parts: Sequence[Part], output_dir: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
+    """Write the scene GLB, the manifest and optional per-part files; return paths relative to ``output_dir``."""
+    check_parts(parts)
+    output_dir = Path(output_dir).resolve()
+    subfolder, base = sanitize_prefix(options.filename_prefix)
+    folder = (output_dir / subfolder).resolve()
+    if os.path.commonpath([output_dir, folder]) != str(output_dir):
+        raise ExportError(f"filename_prefix {options.filename_prefix!r} leaves the output folder")
+    names = _unique_names(parts)
+    offsets = exploded_offsets(parts, options.exploded) if options.exploded else [np.zeros(3)] * len(parts)
+
+    # Everything is encoded before anything touches the disk.
+    suffix = "_exploded" if options.exploded else ""
+    stem_template = f"{base}_{{counter:05}}{suffix}"
+    payload = {"scene": _scene_glb(parts, names, offsets)}
+    if options.part_format != "none":
+        for part, name, offset in zip(parts, names, offsets):
+            payload[f"part:{part.name}"] = _part_file(part, name, offset, options.part_format)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(100):
+        counter = _next_counter(folder, base)
+        stem = stem_template.format(counter=counter)
+        files = {"__scene__": f"{stem}.glb"}
+        contents = {f"{stem}.glb": payload["scene"]}
+        for part, name in zip(parts, names):
+            if f"part:{part.name}" in payload:
+                files[part.name] = f"{stem}_{name}.{options.part_format}"
+                contents[files[part.name]] = payload[f"part:{part.name}"]
+        manifest_name = f"{stem}.json"
+        contents[manifest_name] = json.dumps(_manifest(parts, names, offsets, files, options), indent=2).encode()
+        if _write_all_or_nothing(folder, contents):
+            break
+    else:
+        raise ExportError(f"could not find a free file name for {base!r} in {folder}")
+    relative = lambda name: subfolder / name  # noqa: E731
+    part_files = tuple(relative(files[p.name]) for p in parts if p.name in files)
+    logger.info("wrote %s (%d parts)", folder / files["__scene__"], len(parts))
+    return ExportResult(scene=relative(files["__scene__"]), manifest=relative(manifest_name), part_files=part_files)
+
+
+def _write_all_or_nothing(folder: Path, contents: dict[str, bytes]) -> bool:
+    """Write every file or none; False when a final name is already taken (then nothing is left)."""
+    temporaries: dict[str, str] = {}
+    linked: list[Path] = []
+    try:
+        for name, data in contents.items():
+            handle, temporary = tempfile.mkstemp(prefix=".partgen-", suffix=".tmp", dir=folder)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            temporaries[name] = temporary
+        for name, temporary in temporaries.items():
+            final = folder / name
+            os.link(temporary, final)  # fails if the name exists: never overwrite
+            linked.append(final)
+        return True
+    except FileExistsError:
+        for path in linked:
+            path.unlink(missing_ok=True)
+        return False
+    except BaseException:
+        for path in linked:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        for temporary in temporaries.values():
+            Path(temporary).unlink(missing_ok=True)

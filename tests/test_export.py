@@ -1,0 +1,105 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from partgen_models.assembly import export as export_module
+from partgen_models.assembly.export import ExportError, ExportOptions, export_parts, sanitize_prefix
+from partgen_models.parts import Part
+
+
+def _part(name: str, mesh, shift=(0.0, 0.0, 0.0)) -> Part:
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float32) + torch.tensor(shift)
+    colors = torch.linspace(0, 1, len(mesh.vertices))[:, None].expand(-1, 3).contiguous()
+    return Part(name, vertices, torch.tensor(mesh.faces, dtype=torch.long), colors)
+
+
+@pytest.fixture
+def parts():
+    return [_part("seat", trimesh.creation.box()), _part("ball", trimesh.creation.icosphere(2), (0.0, 2.0, 0.0))]
+
+
+def test_scene_has_a_named_node_per_part_and_reloads(tmp_path, parts):
+    result = export_parts(parts, tmp_path, ExportOptions(filename_prefix="run/chair", metadata={"seed": 7}))
+    assert result.scene.as_posix() == "run/chair_00001.glb"
+    scene = trimesh.load(tmp_path / result.scene, process=False)
+    assert sorted(scene.graph.nodes_geometry) == ["ball", "seat"]
+    for part in parts:
+        geometry = scene.geometry[scene.graph[part.name][1]]
+        assert len(geometry.vertices) == part.vertices.shape[0]
+        expected = (part.vertex_colors.numpy() * 255).round().astype(np.uint8)
+        assert np.array_equal(geometry.visual.vertex_colors[:, :3], expected)
+    manifest = json.loads((tmp_path / result.manifest).read_text())
+    assert [p["name"] for p in manifest["parts"]] == ["seat", "ball"]
+    assert manifest["parts"][1]["faces"] == parts[1].num_faces and manifest["settings"] == {"seed": 7}
+    assert manifest["parts"][1]["bbox_min"][1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_never_overwrites_and_counts_up(tmp_path, parts):
+    first = export_parts(parts, tmp_path, ExportOptions(filename_prefix="p"))
+    second = export_parts(parts, tmp_path, ExportOptions(filename_prefix="p"))
+    assert (first.scene.name, second.scene.name) == ("p_00001.glb", "p_00002.glb")
+
+
+def test_per_part_files_in_each_format(tmp_path, parts):
+    for file_format in ("glb", "obj", "stl", "ply"):
+        result = export_parts(parts, tmp_path, ExportOptions(filename_prefix=file_format, part_format=file_format))
+        assert [f.name for f in result.part_files] == [f"{file_format}_00001_seat.{file_format}", f"{file_format}_00001_ball.{file_format}"]
+        mesh = trimesh.load(tmp_path / result.part_files[1], force="mesh", process=False)
+        assert len(mesh.faces) == parts[1].num_faces
+
+
+def test_exploded_view_moves_parts_apart(tmp_path, parts):
+    result = export_parts(parts, tmp_path, ExportOptions(filename_prefix="x", exploded=0.5))
+    manifest = json.loads((tmp_path / result.manifest).read_text())
+    offsets = [np.array(p["exploded_offset"]) for p in manifest["parts"]]
+    assert offsets[0][1] < 0 < offsets[1][1]  # seat pushed down, ball pushed up
+    assert result.scene.name == "x_00001_exploded.glb"
+
+
+@pytest.mark.parametrize("prefix, message", [
+    ("/etc/passwd", "absolute path"), ("../outside", "contains '..'"), ("a/../../b", "contains '..'"),
+    ("C:\\temp\\x", "absolute path"), ("   ", "is empty"),
+])
+def test_prefixes_that_leave_the_output_folder_are_refused(tmp_path, parts, prefix, message):
+    with pytest.raises(ExportError, match=message):
+        export_parts(parts, tmp_path / "out", ExportOptions(filename_prefix=prefix))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_odd_characters_are_sanitised():
+    assert sanitize_prefix("my run/<chair>:1") == (__import__("pathlib").Path("my run"), "_chair_1")
+
+
+def test_bad_parts_write_nothing(tmp_path, parts):
+    with pytest.raises(ExportError, match="no parts"):
+        export_parts([], tmp_path)
+    empty = Part("empty", torch.zeros(3, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(3, 3))
+    with pytest.raises(ExportError, match="'empty' has no faces"):
+        export_parts([parts[0], empty], tmp_path)
+    nan = Part("nan", parts[0].vertices.clone(), parts[0].faces, parts[0].vertex_colors)
+    nan.vertices[0, 0] = float("nan")
+    with pytest.raises(ExportError, match="'nan' has NaN"):
+        export_parts([nan], tmp_path)
+    with pytest.raises(ExportError, match="repeated: seat"):
+        export_parts([parts[0], parts[0]], tmp_path)
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, parts, monkeypatch):
+    calls = []
+    real_link = os.link
+
+    def failing_link(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # an interrupt between the scene and the manifest
+        return real_link(source, target)
+
+    monkeypatch.setattr(export_module.os, "link", failing_link)
+    with pytest.raises(KeyboardInterrupt):
+        export_parts(parts, tmp_path, ExportOptions(filename_prefix="p", part_format="obj"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
