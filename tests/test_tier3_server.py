@@ -155,3 +155,37 @@ def test_out_of_range_steps_fail_validation(server):
     assert mv in body["node_errors"], body
     reasons = body["node_errors"][mv]["errors"]
     assert any(e.get("extra_info", {}).get("input_name") == "steps" for e in reasons), reasons
+
+
+def _fast(prompt: dict, object_info: dict, steps: int = PROGRESS_STEPS) -> dict:
+    """The workflow with every PartGen node's ``steps`` cut to a few (within its declared range)."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        inputs, info = node.get("inputs", {}), object_info.get(node.get("class_type"), {})
+        spec = {**info.get("input", {}).get("required", {}), **info.get("input", {}).get("optional", {})}
+        if node["class_type"].startswith("PartGen") and isinstance(inputs.get("steps"), int) and "steps" in spec:
+            low = spec["steps"][1].get("min", 1) if len(spec["steps"]) > 1 else 1
+            inputs["steps"] = max(low, min(inputs["steps"], steps))
+    return prompt
+
+
+@pytest.mark.parametrize("name", sorted(harness.load_api_workflows()))
+def test_every_shipped_workflow_serves_its_outputs(server, object_info, name):
+    """Each shipped API workflow (steps cut short) succeeds and /view serves every file it reports."""
+    # 2 steps: unlike the other tests here, so that no node of it is served from the cache.
+    prompt = _fast(harness.load_api_workflows()[name], object_info, steps=2)
+    run = server.run_prompt(prompt, timeout_s=600)
+    assert run.final_type == "execution_success", run.summary() + "\n" + server.log_tail()
+    hist = server.history(run.prompt_id)
+    files = [entry for ui in hist["outputs"].values() for entries in ui.values()
+             if isinstance(entries, list) for entry in entries
+             if isinstance(entry, dict) and "filename" in entry and entry.get("type") == "output"]
+    assert files, f"{name} reports no output file: {hist['outputs']}"
+    for entry in files:
+        query = {k: entry.get(k, "") for k in ("filename", "subfolder", "type")}
+        status, ctype, body = server.get_bytes("/view?" + urllib.parse.urlencode(query), timeout=60)
+        assert status == 200 and body, (entry, status)
+        if entry["filename"].endswith(".png"):
+            assert body[:8] == b"\x89PNG\r\n\x1a\n", entry
+        elif entry["filename"].endswith(".glb"):
+            assert body[:4] == b"glTF", entry
