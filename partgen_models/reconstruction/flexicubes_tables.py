@@ -161,4 +161,5 @@ def dual_marching_cubes_tables(device: torch.device | None = None) -> DualMarchi
     tables = _cpu_tables()
     if device is None or torch.device(device).type == "cpu":
         return tables
-    return DualMarchingCubesTables(*(t.to(device) for t in (tables.dmc, tables.num_vd, tables.check, tables.cube_edges)))
+    fields = (tables.dmc, tables.num_vd, tables.check, tables.cube_edges)
+    return DualMarchingCubesTables(*(t.to(device) for t in fields))
