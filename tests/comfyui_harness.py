@@ -437,6 +437,7 @@ def _executor_main(argv: list[str]) -> int:
         server.last_prompt_id = prompt_id
         interrupt_after["n"] = job.get("interrupt_after_progress")
         progress_seen["n"] = 0
+        executor.reset()  # each job from scratch: shared nodes of two workflows must not come from the cache
         t0 = time.perf_counter()
         valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
         result: dict[str, Any] = {"name": job["name"], "prompt_id": prompt_id, "valid": bool(valid[0]),

@@ -139,6 +139,17 @@ def test_shipped_workflow_runs(results, name):
                     f = Path(r["output_dir"]) / e.get("subfolder", "") / e["filename"]
                     assert f.is_file() and f.stat().st_size > 0, (nid, e)
 
+    for nid in harness.nodes_of_class(prompt, "PartGenSaveParts"):  # the parts reached the GLB scene
+        import trimesh
+
+        (entry,) = r["history"]["outputs"][nid]["3d"]
+        scene = trimesh.load(Path(r["output_dir"]) / entry["subfolder"] / entry["filename"], process=False)
+        source = prompt[nid]["inputs"]["parts"][0]
+        expected = ["object"] if "views" in prompt[source]["inputs"] else None  # a whole object is one part
+        if expected is not None:
+            assert sorted(scene.graph.nodes_geometry) == expected, scene.graph.nodes_geometry
+        assert all(len(g.faces) > 0 for g in scene.geometry.values())
+
     for mv in harness.nodes_of_class(prompt, MULTIVIEW):
         steps = prompt[mv]["inputs"]["steps"]
         prog = [d for d in _events(r, "progress") if str(d["node"]) == mv]

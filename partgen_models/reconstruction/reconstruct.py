@@ -111,7 +111,7 @@ def extract_flexicubes(
     model: LargeReconstructionModel, planes: torch.Tensor, resolution: int, options: ReconstructionOptions, runtime: Runtime
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One part's triplanes ``[1,3,C,H,W]`` → (vertices, faces) in InstantMesh's z-up frame."""
-    from .flexicubes import extract_mesh, surface_cubes
+    from .flexicubes import cube_corner_ids, extract_mesh, surface_cubes
 
     grid = _cached_grid(resolution, str(planes.device))
     decoder = model.decoder
@@ -130,7 +130,7 @@ def extract_flexicubes(
         return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
 
     # Weights only for cubes on the surface: FlexiCubes ignores the others (upstream evaluates all).
-    corners = grid.cubes[cube_ids]  # (S, 8)
+    corners = cube_corner_ids(grid, cube_ids)  # (S, 8), computed from the ids: no R^3 table read
     unique, inverse = torch.unique(corners, return_inverse=True)
     corner_features = torch.cat(_query_chunks(lambda p: _features(model, planes, p), grid.vertices[unique], chunk, runtime))
     cube_chunk = max(1, chunk // 8)
