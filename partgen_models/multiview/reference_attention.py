@@ -51,7 +51,9 @@ class ReferenceAttnProcessor:
         if self.bank.mode == "write":
             self.bank.tokens[self.name] = context
         elif self.bank.mode == "read":
-            reference = self.bank.tokens.pop(self.name)  # (B, N_ref, C)
+            reference = self.bank.tokens.pop(self.name)  # (B_ref, N_ref, C)
+            if reference.shape[0] != context.shape[0]:  # several samples per conditioning image share it
+                reference = reference.repeat_interleave(context.shape[0] // reference.shape[0], dim=0)
             context = torch.cat([context, reference.to(context.dtype)], dim=1)  # (B, N + N_ref, C)
         return self.inner(attn, hidden_states, context, attention_mask, temb)
 

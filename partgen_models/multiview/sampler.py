@@ -142,8 +142,18 @@ def sample_latents(
     images_uint8: np.ndarray,
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
+    *,
+    concat_latents: Optional[torch.Tensor] = None,
+    samples_per_image: int = 1,
 ) -> torch.Tensor:
-    """The denoising loop alone: scaled Zero123++ latents ``[B,4,3·S/8,2·S/8]``."""
+    """The denoising loop alone: scaled Zero123++ latents ``[B·N,4,3·S/8,2·S/8]``.
+
+    ``samples_per_image`` (N) draws N samples per conditioning image in one batch (image-major).
+    ``concat_latents`` ``[B,C',h,w]`` are appended to the UNet input every step (PartGen's
+    segmentation and completion models widen ``conv_in`` for them); the reference pass gets zeros
+    in those channels. The reference pass runs once per image and its attention tokens are shared
+    by the image's N samples.
+    """
     runtime = runtime or default_runtime("cpu", torch.float32)
     # 1. check inputs
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
@@ -154,10 +164,21 @@ def sample_latents(
     guidance = options.guidance_scale > 1.0
     generator = torch.Generator().manual_seed(options.seed)
     aux_generator = torch.Generator().manual_seed(aux_seed(options.seed))
-    batch = images_uint8.shape[0]
+    images = images_uint8.shape[0]
+    batch = images * samples_per_image
+    extra_channels = model.unet.config.in_channels - model.unet.config.out_channels
+    if (concat_latents is None) != (extra_channels == 0):
+        raise ValueError(
+            f"this UNet takes {extra_channels} extra input channels but "
+            f"{'none were' if concat_latents is None else 'concat_latents were'} given"
+        )
 
-    # 2. encode the condition
+    # 2. encode the condition; samples of one image share it
     condition = encode_condition(model, images_uint8, guidance, aux_generator)
+    prompt_embeds = _per_sample(condition.prompt_embeds, guidance, samples_per_image)
+    if concat_latents is not None:
+        concat = concat_latents.to(model.device, model.dtype).repeat_interleave(samples_per_image, dim=0)
+        concat = torch.cat([concat] * 2) if guidance else concat  # (G*B*N, C', h, w)
 
     # 3. timesteps
     scheduler = make_scheduler(model)
@@ -166,7 +187,7 @@ def sample_latents(
 
     # 4. initial latents
     scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
-    shape = (batch, model.unet.config.in_channels, height // scale, width // scale)
+    shape = (batch, model.unet.config.out_channels, height // scale, width // scale)
     latents = _randn(shape, generator, condition.prompt_embeds) * scheduler.init_noise_sigma
 
     # 5. denoising loop: a reference pass fills the attention bank, the main pass reads it
@@ -181,11 +202,15 @@ def sample_latents(
             reference_noise = _randn(tuple(reference.shape), aux_generator, reference)
             noisy_reference = scheduler.add_noise(reference, reference_noise, t.reshape(-1))
             noisy_reference = scheduler.scale_model_input(noisy_reference, t)
+            if concat_latents is not None:
+                model_input = torch.cat([model_input, concat], dim=1)
+                noisy_reference = torch.cat([noisy_reference, noisy_reference.new_zeros(
+                    noisy_reference.shape[0], extra_channels, *noisy_reference.shape[2:])], dim=1)
 
             bank.mode = "write"
             model.unet(noisy_reference, t, encoder_hidden_states=condition.prompt_embeds)
             bank.mode = "read"
-            velocity = model.unet(model_input, t, encoder_hidden_states=condition.prompt_embeds).sample
+            velocity = model.unet(model_input, t, encoder_hidden_states=prompt_embeds).sample
             bank.clear()
             if guidance:
                 uncond, cond = velocity.chunk(2)
@@ -195,6 +220,14 @@ def sample_latents(
     finally:
         bank.clear()
     return latents
+
+
+def _per_sample(per_image: torch.Tensor, guidance: bool, samples: int) -> torch.Tensor:
+    """``[G*B,...]`` → ``[G*B*N,...]``, each guidance half expanded image-major."""
+    if samples == 1:
+        return per_image
+    halves = per_image.chunk(2) if guidance else (per_image,)
+    return torch.cat([half.repeat_interleave(samples, dim=0) for half in halves])
 
 
 @torch.no_grad()

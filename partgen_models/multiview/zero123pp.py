@@ -48,6 +48,9 @@ FLAVOURS = {
     "zero123plus-v1.1": Zero123PlusFlavour("zero123pp_v11", GRAY_127, 0.5),
     "zero123plus-v1.2": Zero123PlusFlavour("zero123pp_v12", GRAY_127, 0.5),
     "zero123plus-v1.2-instantmesh": Zero123PlusFlavour("zero123pp_v12", 1.0, 1.0),
+    # PartGen's models on the Zero123++ v1.2 base (our checkpoint format): white in, white out.
+    "partgen-segmentation": Zero123PlusFlavour("zero123pp_v12", 1.0, 1.0),
+    "partgen-completion": Zero123PlusFlavour("zero123pp_v12", 1.0, 1.0),
 }
 
 
@@ -152,8 +155,10 @@ def load_zero123plus(
     unet_file: Optional[Path] = None,
     dtype: torch.dtype = torch.float32,
     flavour: Optional[str] = None,
+    unet_folder: Optional[Path] = None,
 ) -> Zero123PlusModel:
-    """Load a Zero123++ folder; ``unet_file`` replaces its UNet weights (InstantMesh's fine-tune).
+    """Load a Zero123++ folder; ``unet_file`` replaces its UNet weights (InstantMesh's fine-tune),
+    ``unet_folder`` its whole UNet (config and weights, diffusers layout: PartGen's wider-input UNets).
 
     ``flavour`` is one of ``FLAVOURS`` (default: from the folder name and ``unet_file``).
     Weights stay on the CPU in ``dtype``; the runtime moves them.
@@ -180,7 +185,8 @@ def load_zero123plus(
         raise ValueError(f"unknown Zero123++ flavour {flavour_name!r}; choose one of {sorted(FLAVOURS)}")
 
     unet = _load_diffusers_component(
-        UNet2DConditionModel, folder / "unet", "a Zero123++ UNet (UNet2DConditionModel)", dtype, unet_file
+        UNet2DConditionModel, Path(unet_folder) if unet_folder else folder / "unet",
+        "a Zero123++ UNet (UNet2DConditionModel)", dtype, unet_file,
     )
     vae = _load_diffusers_component(AutoencoderKL, folder / "vae", "a Stable Diffusion VAE (AutoencoderKL)", dtype)
     vision_encoder = _load_transformers_component(

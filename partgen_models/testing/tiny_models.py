@@ -224,6 +224,24 @@ def write_tiny_instantmesh_unet(path: Path, seed: int = 1) -> Path:
     return path
 
 
+def write_tiny_partgen_unet_folder(folder: Path, fmt: str, in_channels: int, seed: int, palette=None) -> Path:
+    """One of our PartGen checkpoint folders (``partgen.json`` + diffusers ``unet/``), tiny widths."""
+    from diffusers import UNet2DConditionModel
+
+    from ..segmentation.palette import PALETTE
+
+    config = dict(TINY_ZERO123PP_CONFIGS["unet"], in_channels=in_channels, out_channels=4)
+    unet = randomize_(UNet2DConditionModel(**config), torch.Generator().manual_seed(seed))
+    folder = Path(folder)
+    (folder / "unet").mkdir(parents=True, exist_ok=True)
+    unet.save_config(str(folder / "unet"))
+    _save_safetensors(unet.state_dict(), folder / "unet" / "diffusion_pytorch_model.safetensors")
+    meta = {"format": fmt, "version": 1, "base_model": "zero123plus-v1.2",
+            "palette": [list(c) for c in (palette or PALETTE)]}
+    (folder / "partgen.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
 def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
     """A whole tiny model set, in the folders the loaders look in (``weights.OFFICIAL_MODELS``)."""
     from .tiny_instantmesh import write_tiny_instantmesh
@@ -236,4 +254,5 @@ def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
         # Same file names as the official checkpoints, so the loaders' official choices find them.
         write_tiny_instantmesh(models_dir / "instantmesh" / "instant_mesh_large.ckpt", "mesh", seed + 30),
         write_tiny_instantmesh(models_dir / "instantmesh" / "instant_nerf_large.ckpt", "nerf", seed + 40),
+        write_tiny_partgen_unet_folder(models_dir / "partgen-segmentation", "partgen-segmentation", 8, seed + 50),
     ]
