@@ -4,6 +4,9 @@ from comfy_api.latest import io
 
 MultiViewModel = io.Custom("PARTGEN_MULTIVIEW_MODEL")
 Views = io.Custom("PARTGEN_VIEWS")
+Segmenter = io.Custom("PARTGEN_SEGMENTER")
+Segmentation = io.Custom("PARTGEN_SEGMENTATION")
+PartMasks = io.Custom("PARTGEN_PART_MASKS")
 PartViews = io.Custom("PARTGEN_PART_VIEWS")
 ReconstructionModel = io.Custom("PARTGEN_RECONSTRUCTION_MODEL")
 Parts = io.Custom("PARTGEN_PARTS")

@@ -91,3 +91,31 @@ def load_partgen_segmenter(
             f"{2 * config.out_channels} (noisy latent + object-grid latent)"
         )
     return PartGenSegmentationModel(diffusion, checkpoint.palette)
+
+
+def list_partgen_checkpoints(search_dirs: Sequence[Path], expected_format: str) -> list[str]:
+    """Folders in ``search_dirs`` whose ``partgen.json`` declares ``expected_format``."""
+    names = []
+    for root in search_dirs:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            try:
+                config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if config.get("format") == expected_format and folder.name not in names:
+                names.append(folder.name)
+    return names
+
+
+def find_partgen_checkpoint(name: str, search_dirs: Sequence[Path], expected_format: str) -> Path:
+    for root in search_dirs:
+        if (Path(root) / name / CONFIG_NAME).is_file():
+            return Path(root) / name
+    raise WeightsError(
+        f"no {expected_format} checkpoint named {name!r} in {', '.join(str(d) for d in search_dirs)}. PartGen's "
+        f"authors released no weights: put a checkpoint in this pack's format (a folder with {CONFIG_NAME} and "
+        f"unet/, see partgen_models/segmentation/partgen_model.py) into models/partgen/"
+    )
