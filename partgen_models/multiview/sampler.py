@@ -5,17 +5,20 @@ latents, denoise (interrupt check + progress with a preview every step), decode.
 SUDO-AI-3D/zero123plus ``diffusers-support/pipeline.py`` on top of diffusers' Stable Diffusion
 pipeline.
 
-Randomness: ``seed`` drives a generator for the initial latents and the ancestral noise (upstream's
-``generator``) and a second, derived generator (:func:`aux_seed`) for the reference latent's
-posterior samples and its per-step noise (upstream draws those from the global RNG, in the same
-order). Noise is drawn on the CPU so a seed gives the same grid on every device.
+Randomness: every sample has its own seed (``options.seed + i`` for the i-th sample of a batch, or
+``sample_seeds``); it drives a generator for that sample's initial latents and ancestral noise
+(upstream's ``generator``), and each conditioning image has a derived generator (:func:`aux_seed`
+of its first sample's seed) for the reference latent's posterior samples and per-step noise
+(upstream draws those from the global RNG, in the same order). So a sample does not depend on what
+else is in its batch, splitting a batch does not change results, and noise is drawn on the CPU so a
+seed gives the same grid on every device.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -65,6 +68,11 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tenso
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
 
 
+def _randn_each(shape: tuple[int, ...], generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:
+    """One ``shape[1:]`` draw per generator, stacked: ``shape[0] == len(generators)``."""
+    return torch.cat([_randn((1,) + tuple(shape[1:]), g, like) for g in generators])
+
+
 def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     pixels = processor(images=list(images_uint8), return_tensors="pt").pixel_values
     return pixels.to(device=device, dtype=dtype)
@@ -75,11 +83,14 @@ def encode_condition(
     model: Zero123PlusModel,
     images_uint8: np.ndarray,
     guidance: bool,
-    aux_generator: torch.Generator,
+    aux_generators: list[torch.Generator],
+    text_embeds: Optional[torch.Tensor] = None,
 ) -> EncodedCondition:
     """CLIP image embedding ramped into the empty prompt, and the VAE reference latent.
 
     ``images_uint8``: ``[B,H,W,3]`` RGB already composited on the model's input background.
+    ``text_embeds`` ``[1,77,D]`` replaces the empty prompt in the conditional half (text-guided
+    editing); the unconditional half keeps CLIPText("").
     """
     device, dtype = model.device, model.dtype
     batch = images_uint8.shape[0]
@@ -88,21 +99,23 @@ def encode_condition(
 
     image_embeds = model.vision_encoder(clip_pixels).image_embeds  # (B, D)
     empty = model.empty_prompt_embeds.expand(batch, -1, -1)  # (B, 77, D)
-    cond_embeds = empty + image_embeds[:, None, :] * model.ramping  # FlexDiffuse ramp over the 77 tokens
+    text = empty if text_embeds is None else text_embeds.to(device, dtype).expand(batch, -1, -1)
+    cond_embeds = text + image_embeds[:, None, :] * model.ramping  # FlexDiffuse ramp over the 77 tokens
 
     # Upstream encodes the image, then (under guidance) an all-zero tensor in the processor's
-    # normalised space — a mid-gray image — for the negative half. One VAE batch here; noise drawn
-    # in upstream's order: every image's sample, then the negative one.
+    # normalised space — a mid-gray image — for the negative half. One VAE batch here; each image's
+    # generator draws in upstream's order: the image's sample, then its negative one.
     pixels = torch.cat([vae_pixels, torch.zeros_like(vae_pixels[:1])]) if guidance else vae_pixels
     posterior = model.vae.encode(pixels).latent_dist
-    noise = _randn(tuple(posterior.mean.shape), aux_generator, posterior.mean)
-    samples = posterior.mean + posterior.std * noise  # (B[+1], 4, 64, 64), no scaling factor (upstream)
+    mean, std = posterior.mean, posterior.std  # (B[+1], 4, 64, 64)
+    draws = [_randn((2 if guidance else 1,) + tuple(mean.shape[1:]), g, mean) for g in aux_generators]
+    positive = mean[:batch] + std[:batch] * torch.cat([d[:1] for d in draws])  # no scaling factor (upstream)
     if not guidance:
-        return EncodedCondition(cond_embeds, samples)
-    negative = samples[batch:].expand(batch, -1, -1, -1)
+        return EncodedCondition(cond_embeds, positive)
+    negative = mean[batch:] + std[batch:] * torch.cat([d[1:] for d in draws])
     return EncodedCondition(
         prompt_embeds=torch.cat([empty, cond_embeds]),  # negative prompt is plain CLIPText("")
-        reference_latents=torch.cat([negative, samples[:batch]]),
+        reference_latents=torch.cat([negative, positive]),
     )
 
 
@@ -145,14 +158,19 @@ def sample_latents(
     *,
     concat_latents: Optional[torch.Tensor] = None,
     samples_per_image: int = 1,
+    text_embeds: Optional[torch.Tensor] = None,
+    on_step_end: Optional[Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    sample_seeds: Optional[list[int]] = None,
 ) -> torch.Tensor:
     """The denoising loop alone: scaled Zero123++ latents ``[B·N,4,3·S/8,2·S/8]``.
 
     ``samples_per_image`` (N) draws N samples per conditioning image in one batch (image-major).
-    ``concat_latents`` ``[B,C',h,w]`` are appended to the UNet input every step (PartGen's
-    segmentation and completion models widen ``conv_in`` for them); the reference pass gets zeros
-    in those channels. The reference pass runs once per image and its attention tokens are shared
-    by the image's N samples.
+    ``concat_latents`` ``[B,C',h,w]`` (or ``[B·N,C',h,w]``, one per sample) are appended to the
+    UNet input every step (PartGen's segmentation and completion models widen ``conv_in`` for them);
+    the reference pass gets zeros in those channels. The reference pass runs once per image and its
+    attention tokens are shared by the image's N samples. ``on_step_end(step, t, latents)`` may
+    return replaced latents after each step (blended inpainting). ``text_embeds``: see
+    :func:`encode_condition`.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
     # 1. check inputs
@@ -162,10 +180,13 @@ def sample_latents(
     layout = model.layout
     height, width = layout.rows * options.view_size, layout.cols * options.view_size
     guidance = options.guidance_scale > 1.0
-    generator = torch.Generator().manual_seed(options.seed)
-    aux_generator = torch.Generator().manual_seed(aux_seed(options.seed))
     images = images_uint8.shape[0]
     batch = images * samples_per_image
+    seeds = list(sample_seeds) if sample_seeds is not None else [(options.seed + i) % 2**64 for i in range(batch)]
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} sample seeds for {batch} samples")
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    aux_generators = [torch.Generator().manual_seed(aux_seed(seeds[i * samples_per_image])) for i in range(images)]
     extra_channels = model.unet.config.in_channels - model.unet.config.out_channels
     if (concat_latents is None) != (extra_channels == 0):
         raise ValueError(
@@ -174,10 +195,12 @@ def sample_latents(
         )
 
     # 2. encode the condition; samples of one image share it
-    condition = encode_condition(model, images_uint8, guidance, aux_generator)
+    condition = encode_condition(model, images_uint8, guidance, aux_generators, text_embeds)
     prompt_embeds = _per_sample(condition.prompt_embeds, guidance, samples_per_image)
     if concat_latents is not None:
-        concat = concat_latents.to(model.device, model.dtype).repeat_interleave(samples_per_image, dim=0)
+        concat = concat_latents.to(model.device, model.dtype)
+        if concat.shape[0] != batch:
+            concat = concat.repeat_interleave(samples_per_image, dim=0)
         concat = torch.cat([concat] * 2) if guidance else concat  # (G*B*N, C', h, w)
 
     # 3. timesteps
@@ -188,7 +211,7 @@ def sample_latents(
     # 4. initial latents
     scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
     shape = (batch, model.unet.config.out_channels, height // scale, width // scale)
-    latents = _randn(shape, generator, condition.prompt_embeds) * scheduler.init_noise_sigma
+    latents = _randn_each(shape, generators, condition.prompt_embeds) * scheduler.init_noise_sigma
 
     # 5. denoising loop: a reference pass fills the attention bank, the main pass reads it
     bank = model.reference_bank
@@ -198,8 +221,10 @@ def sample_latents(
             runtime.check_interrupt()
             model_input = torch.cat([latents] * 2) if guidance else latents  # (G*B, 4, h, w)
             model_input = scheduler.scale_model_input(model_input, t)
-            reference = condition.reference_latents
-            reference_noise = _randn(tuple(reference.shape), aux_generator, reference)
+            reference = condition.reference_latents  # (G*B, 4, 64, 64): [negatives; positives]
+            per_image = [_randn((2 if guidance else 1,) + tuple(reference.shape[1:]), g, reference) for g in aux_generators]
+            # each image drew (negative, positive) as upstream's one [2,...] draw; negatives come first
+            reference_noise = torch.cat([d[:1] for d in per_image] + ([d[1:] for d in per_image] if guidance else []))
             noisy_reference = scheduler.add_noise(reference, reference_noise, t.reshape(-1))
             noisy_reference = scheduler.scale_model_input(noisy_reference, t)
             if concat_latents is not None:
@@ -215,7 +240,9 @@ def sample_latents(
             if guidance:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + options.guidance_scale * (cond - uncond)
-            latents = scheduler.step(velocity, t, latents, generator=generator).prev_sample
+            latents = scheduler.step(velocity, t, latents, generator=generators).prev_sample
+            if on_step_end is not None:
+                latents = on_step_end(step, t, latents)
             runtime.progress(step + 1, total, latent_preview(latents))
     finally:
         bank.clear()
