@@ -1,11 +1,12 @@
 """A triangle rasteriser in plain PyTorch: perspective cameras, a z-buffer, per-pixel triangle ids.
 
 No compiled extension (users of 3D packs ask for installs without nvdiffrast/pytorch3d, see
-REFERENCE.md). Every (view, triangle) pair is expanded into the pixel centres of its screen bounding
-box, in chunks of at most ``max_fragments`` candidates so memory stays bounded whatever the mesh;
-edge functions keep the centres inside the triangle, and the nearest fragment per pixel wins through
-one ``scatter_reduce("amin")`` over a packed ``(depth bits << 32) | pair index`` key. The same code runs
-on CPU and CUDA.
+REFERENCE.md). Scanline rasterisation, vectorised: every (view, triangle) pair is expanded into the
+pixel rows of its screen bounding box, each row into the pixel centres between the triangle's left
+and right edges on that row, and the nearest fragment per pixel wins through one
+``scatter_reduce("amin")`` over a packed ``(depth bits << 32) | pair index`` key. Pairs are processed in
+chunks whose bounding boxes hold at most ``max_fragments`` pixels, so memory stays bounded whatever
+the mesh. The same code runs on CPU and CUDA.
 
 Conventions: world points and OpenGL camera-to-world matrices (camera looks down its -z, y up); the
 image has row 0 at the top and pixel ``(row, col)`` has its centre at ``(col + 0.5, row + 0.5)``;
@@ -16,14 +17,15 @@ cameras here orbit a normalised object and never come that close.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
 _NO_HIT = torch.iinfo(torch.int64).max
-_INSIDE_TOLERANCE = 1e-6  # barycentric slack, so float error does not open cracks along shared edges
-_PAIR_BITS = 32  # low bits of the z-buffer key hold the (view, triangle) pair index
+_SPAN_TOLERANCE = 1e-4  # pixels of slack on each row span, so float error opens no cracks along shared edges
+_PAIR_BITS = 32  # low bits of the z-buffer key: which (view, triangle) pair of the setup drew the pixel
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,11 @@ class _Setup:
     x0: torch.Tensor  # (E,) first pixel column of the bounding box
     y0: torch.Tensor  # (E,) first pixel row
     width: torch.Tensor  # (E,) bounding-box width in pixels
+    height: torch.Tensor  # (E,) bounding-box height in pixels
     count: torch.Tensor  # (E,) width * height
+    edges: torch.Tensor  # (E, 3, 4) per edge: lowest y, highest y, x at that lowest y, dx/dy (box-local)
     plane: torch.Tensor  # (E, 9) l0, l1 and 1/depth as A*x + B*y + C in box-local pixel coordinates
-    view: torch.Tensor  # (E,)
+    origin: torch.Tensor  # (E,) flat index of the box's first pixel in the [V,S,S] z-buffer
 
 
 def _setup_pairs(screen: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, size: int, near: float,
@@ -117,9 +121,32 @@ def _setup_pairs(screen: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
     cz = c0 * (q0 - q2) + c1 * (q1 - q2) + q2
     plane = torch.stack([a0, b0, c0, a1, b1, c1, az, bz, cz], dim=-1).float()
 
+    # Edges for the row spans, each stored from its lower end; horizontal edges never match a row.
+    starts, ends = torch.stack([ax, bx, cx, ay, by, cy], -1).view(-1, 2, 3), torch.stack([bx, cx, ax, by, cy, ay], -1).view(-1, 2, 3)
+    low_is_start = starts[:, 1] <= ends[:, 1]
+    low = torch.where(low_is_start[:, None], starts, ends)  # (E, 2, 3) x/y of each edge's lower end
+    high = torch.where(low_is_start[:, None], ends, starts)
+    rise = high[:, 1] - low[:, 1]
+    flat = rise <= 0
+    slope = (high[:, 0] - low[:, 0]) / torch.where(flat, torch.ones_like(rise), rise)
+    y_low = torch.where(flat, torch.full_like(rise, math.inf), low[:, 1])
+    edges = torch.stack([y_low, high[:, 1], low[:, 0], slope], dim=-1).float()  # (E, 3, 4)
+
     first, extent = take(first).long(), take(extent).long()
-    return _Setup(pair=pair, x0=first[:, 0], y0=first[:, 1], width=extent[:, 0],
-                  count=extent[:, 0] * extent[:, 1], plane=plane, view=view_index)
+    origin = (view_index * size + first[:, 1]) * size + first[:, 0]
+    return _Setup(pair=pair, x0=first[:, 0], y0=first[:, 1], width=extent[:, 0], height=extent[:, 1],
+                  count=extent[:, 0] * extent[:, 1], edges=edges, plane=plane, origin=origin)
+
+
+def _setup_views(screen: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, size: int, near: float,
+                 cull_backfaces: bool) -> _Setup:
+    """``_setup_pairs`` one view at a time (its temporaries are O(triangles), not O(views x triangles))."""
+    per_view = []
+    for view in range(screen.shape[0]):
+        setup = _setup_pairs(screen[view:view + 1], depth[view:view + 1], faces, size, near, cull_backfaces)
+        per_view.append(dataclasses.replace(setup, pair=setup.pair + view * faces.shape[0],
+                                            origin=setup.origin + view * size * size))
+    return _Setup(**{f.name: torch.cat([getattr(s, f.name) for s in per_view]) for f in dataclasses.fields(_Setup)})
 
 
 def _chunks(count: torch.Tensor, max_fragments: int) -> list[tuple[int, int]]:
@@ -144,25 +171,44 @@ def _plane_at(plane: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[to
     return l0, l1, inv_depth
 
 
+def _spread(count: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For items with ``count`` slots each: the item of every slot and the slot's rank within its item."""
+    owner = torch.repeat_interleave(torch.arange(count.shape[0], device=device), count)
+    rank = torch.arange(owner.shape[0], device=device) - (count.cumsum(0) - count)[owner]
+    return owner, rank
+
+
 def _depth_test(setup: _Setup, size: int, views: int, max_fragments: int) -> torch.Tensor:
     """The z-buffer ``[V*S*S]`` of packed keys (``_NO_HIT`` where empty)."""
-    zbuffer = torch.full((views * size * size,), _NO_HIT, dtype=torch.int64, device=setup.plane.device)
+    device = setup.plane.device
+    zbuffer = torch.full((views * size * size,), _NO_HIT, dtype=torch.int64, device=device)
     for start, end in _chunks(setup.count, max_fragments):
-        count = setup.count[start:end]
-        owner = torch.repeat_interleave(torch.arange(start, end, device=count.device), count)  # (T,)
-        starts = count.cumsum(0) - count
-        offset = torch.arange(owner.shape[0], device=count.device) - starts[owner - start]
-        width = setup.width[owner]
-        dx, dy = offset % width, offset // width
-        l0, l1, inv_depth = _plane_at(setup.plane[owner], dx.float() + 0.5, dy.float() + 0.5)
-        inside = (l0 >= -_INSIDE_TOLERANCE) & (l1 >= -_INSIDE_TOLERANCE) & (l0 + l1 <= 1 + _INSIDE_TOLERANCE)
-        inside &= inv_depth > 0
-        owner, dx, dy, inv_depth = owner[inside], dx[inside], dy[inside], inv_depth[inside]
-        pixel = (setup.view[owner] * size + setup.y0[owner] + dy) * size + setup.x0[owner] + dx
+        # 1. rows: every pixel row of every pair's bounding box, and the span of centres the triangle covers
+        pair_of_row, row = _spread(setup.height[start:end], device)
+        pair_of_row += start
+        y = row.float() + 0.5  # box-local y of the row's pixel centres
+        edges = setup.edges[pair_of_row]  # (R, 3, 4)
+        crosses = (y[:, None] >= edges[..., 0]) & (y[:, None] <= edges[..., 1])
+        x = edges[..., 2] + (y[:, None] - edges[..., 0]) * edges[..., 3]  # (R, 3)
+        left = torch.where(crosses, x, torch.full_like(x, math.inf)).amin(-1)
+        right = torch.where(crosses, x, torch.full_like(x, -math.inf)).amax(-1)
+        first = (left - 0.5 - _SPAN_TOLERANCE).ceil().clamp(min=0)
+        last = torch.minimum((right - 0.5 + _SPAN_TOLERANCE).floor(), setup.width[pair_of_row].float() - 1)
+        span = (last - first + 1).clamp(min=0).long()
+        # 1/depth along the row is affine in x: base + slope * x
+        depth_plane = setup.plane[pair_of_row, 6:]
+        base = depth_plane[:, 1] * y + depth_plane[:, 2]
+        row_origin = setup.origin[pair_of_row] + row * size + first.long()
+
+        # 2. fragments: every covered pixel centre, depth-tested in one scatter
+        row_of_fragment, column = _spread(span, device)
+        x = first[row_of_fragment] + column.float() + 0.5
+        inv_depth = (base[row_of_fragment] + depth_plane[row_of_fragment, 0] * x).clamp(min=1e-20)
+        pixel = row_origin[row_of_fragment] + column
         # Positive float32 depths order like their bit patterns, so one integer min is the z-test;
         # ties go to the lower pair index, which keeps the result deterministic.
-        depth_bits = (1.0 / inv_depth).float().view(torch.int32).long()
-        zbuffer.scatter_reduce_(0, pixel, (depth_bits << _PAIR_BITS) | owner, reduce="amin")
+        depth_bits = (1.0 / inv_depth).view(torch.int32).long()
+        zbuffer.scatter_reduce_(0, pixel, (depth_bits << _PAIR_BITS) | pair_of_row[row_of_fragment], reduce="amin")
     return zbuffer
 
 
@@ -172,8 +218,8 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fo
     """Rasterise one triangle mesh into ``V`` square views.
 
     vertices ``[N,3]`` in the cameras' world frame; faces ``[M,3]`` int; c2w ``[V,4,4]`` OpenGL
-    camera-to-world. ``max_fragments`` bounds how many candidate pixels are tested at once (about 100
-    bytes each). ``cull_backfaces`` drops triangles wound clockwise as seen by the camera (only safe
+    camera-to-world. ``max_fragments`` bounds how many bounding-box pixels are handled at once, and so
+    the working memory. ``cull_backfaces`` drops triangles wound clockwise as seen by the camera (only safe
     for closed, consistently wound meshes).
     """
     if vertices.ndim != 2 or vertices.shape[-1] != 3 or faces.ndim != 2 or faces.shape[-1] != 3:
@@ -188,7 +234,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fo
         raise ValueError(f"{views} views x {faces.shape[0]} triangles exceed the rasteriser's {1 << (_PAIR_BITS - 1)} pairs")
 
     screen, depth = project(vertices, c2w.to(device), fov_deg, size)
-    setup = _setup_pairs(screen, depth, faces, size, near, cull_backfaces)
+    setup = _setup_views(screen, depth, faces, size, near, cull_backfaces)
     zbuffer = _depth_test(setup, size, views, max_fragments)
 
     hit = zbuffer != _NO_HIT
@@ -196,7 +242,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fo
     owner = (zbuffer[pixel] & ((1 << _PAIR_BITS) - 1))  # index into setup
     x = pixel % size - setup.x0[owner]
     y = (pixel // size) % size - setup.y0[owner]
-    l0, l1, inv_depth = _plane_at(setup.plane[owner], x.float() + 0.5, y.float() + 0.5)
+    l0, l1, _ = _plane_at(setup.plane[owner], x.float() + 0.5, y.float() + 0.5)
     screen_weights = torch.stack([l0, l1, 1.0 - l0 - l1], dim=-1).clamp(min=0)  # (P, 3)
     face = setup.pair[owner] % faces.shape[0]
     view = setup.pair[owner] // faces.shape[0]
