@@ -7,8 +7,9 @@ pipeline.
 
 Randomness: every sample has its own seed (``options.seed + i`` for the i-th sample of a batch, or
 ``sample_seeds``); it drives a generator for that sample's initial latents and ancestral noise
-(upstream's ``generator``), and each conditioning image has a derived generator (:func:`aux_seed`
-of its first sample's seed) for the reference latent's posterior samples and per-step noise
+(upstream's ``generator``), and each conditioning image has its own seed (``image_seeds``, default
+``options.seed + i``) whose derived generator (:func:`aux_seed`) draws the reference latent's
+posterior samples and per-step noise
 (upstream draws those from the global RNG, in the same order). So a sample does not depend on what
 else is in its batch, splitting a batch does not change results, and noise is drawn on the CPU so a
 seed gives the same grid on every device.
@@ -161,6 +162,7 @@ def sample_latents(
     text_embeds: Optional[torch.Tensor] = None,
     on_step_end: Optional[Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     sample_seeds: Optional[list[int]] = None,
+    image_seeds: Optional[list[int]] = None,
 ) -> torch.Tensor:
     """The denoising loop alone: scaled Zero123++ latents ``[B·N,4,3·S/8,2·S/8]``.
 
@@ -186,7 +188,11 @@ def sample_latents(
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} sample seeds for {batch} samples")
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    aux_generators = [torch.Generator().manual_seed(aux_seed(seeds[i * samples_per_image])) for i in range(images)]
+    # The reference pass belongs to the image, shared by its samples: its noise follows the image's seed.
+    per_image = list(image_seeds) if image_seeds is not None else [(options.seed + i) % 2**64 for i in range(images)]
+    if len(per_image) != images:
+        raise ValueError(f"{len(per_image)} image seeds for {images} images")
+    aux_generators = [torch.Generator().manual_seed(aux_seed(s)) for s in per_image]
     extra_channels = model.unet.config.in_channels - model.unet.config.out_channels
     if (concat_latents is None) != (extra_channels == 0):
         raise ValueError(
@@ -247,6 +253,15 @@ def sample_latents(
     finally:
         bank.clear()
     return latents
+
+
+@torch.no_grad()
+def encode_grids(model: Zero123PlusModel, grids: torch.Tensor) -> torch.Tensor:
+    """Grids ``[B,3,H,W]`` in 0..1 → scaled Zero123++ latents ``[B,4,H/8,W/8]`` (posterior means):
+    the inverse of :func:`decode_latents`."""
+    pixels = (grids.to(model.device, model.dtype) * 2 - 1) * 0.5 / 0.8  # scale_image
+    latent = model.vae.encode(pixels).latent_dist.mean * model.vae.config.scaling_factor
+    return scale_latents(latent)
 
 
 def _per_sample(per_image: torch.Tensor, guidance: bool, samples: int) -> torch.Tensor:

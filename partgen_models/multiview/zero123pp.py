@@ -251,3 +251,20 @@ def encode_empty_prompt(text_encoder: torch.nn.Module, tokenizer: Any) -> torch.
         [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
     return text_encoder(tokens.to(text_encoder.device))[0].float()  # (1, 77, D) last hidden state after the final layer norm
+
+
+@torch.no_grad()
+def encode_prompt(folder: Path, text: str) -> torch.Tensor:
+    """CLIPText(text) ``[1,77,D]`` with the Zero123++ folder's own text encoder (loaded on the CPU for
+    the call: only editing needs prompts, so the encoder is not kept with the model)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    text_encoder = _load_transformers_component(
+        CLIPTextModel, CLIPTextConfig, folder / "text_encoder", "a CLIP text encoder", torch.float32
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    tokens = tokenizer(
+        [text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return text_encoder(tokens)[0].float()

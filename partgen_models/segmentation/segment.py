@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from ..multiview.options import MultiViewOptions
-from ..multiview.sampler import decode_latents, sample_latents, scale_latents
+from ..multiview.sampler import decode_latents, encode_grids, sample_latents
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
 from .palette import decode_colors, segments_from_ids
@@ -63,15 +63,6 @@ class Segmentation:
         return int(self.masks.shape[0])
 
 
-@torch.no_grad()
-def encode_grid(model, views: MultiView) -> torch.Tensor:
-    """The object's view grid → scaled Zero123++ latent ``[1,4,h,w]`` (posterior mean)."""
-    grid = views.grid().permute(2, 0, 1)[None].to(model.device, model.dtype)  # (1, 3, H, W) in 0..1
-    pixels = (grid * 2 - 1) * 0.5 / 0.8  # Zero123++'s scale_image
-    latent = model.vae.encode(pixels).latent_dist.mean * model.vae.config.scaling_factor
-    return scale_latents(latent)
-
-
 def segment_views(
     model: PartGenSegmentationModel,
     views: MultiView,
@@ -89,7 +80,7 @@ def segment_views(
     runtime.prepare(model)
     # 2. condition: the input image (reference attention + CLIP) and the object grid (concatenated)
     image = (views.input_image * 255).round().clamp(0, 255).to(torch.uint8).numpy()[None]
-    grid_latent = encode_grid(diffusion, views)
+    grid_latent = encode_grids(diffusion, views.grid().permute(2, 0, 1)[None])  # (1, 4, h, w)
     sampling = MultiViewOptions(
         num_inference_steps=options.num_inference_steps, guidance_scale=options.guidance_scale,
         seed=options.seed, view_size=view_size,

@@ -255,4 +255,5 @@ def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
         write_tiny_instantmesh(models_dir / "instantmesh" / "instant_mesh_large.ckpt", "mesh", seed + 30),
         write_tiny_instantmesh(models_dir / "instantmesh" / "instant_nerf_large.ckpt", "nerf", seed + 40),
         write_tiny_partgen_unet_folder(models_dir / "partgen-segmentation", "partgen-segmentation", 8, seed + 50),
+        write_tiny_partgen_unet_folder(models_dir / "partgen-completion", "partgen-completion", 13, seed + 60),
     ]
