@@ -19,9 +19,28 @@ import comfyui_harness as harness
 
 pytestmark = pytest.mark.tier2
 
-WORKFLOWS = harness.load_api_workflows()
 MULTIVIEW = "PartGenMultiView"
 INTERRUPT_STEPS = 200
+FULL_LENGTH = "image_to_views_api.json"  # runs exactly as shipped; the longer graphs run with few steps
+
+
+def _shortened(name: str, prompt: dict) -> dict:
+    """Longer pipelines with every PartGen ``steps`` cut to 3 and 2 segmentation samples (CI time);
+    the graph, its models and every other setting stay as shipped."""
+    if name == FULL_LENGTH:
+        return prompt
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        if node["class_type"].startswith("PartGen"):
+            inputs = node["inputs"]
+            if isinstance(inputs.get("steps"), int):
+                inputs["steps"] = min(inputs["steps"], 3)
+            if isinstance(inputs.get("samples"), int):
+                inputs["samples"] = min(inputs["samples"], 2)
+    return prompt
+
+
+WORKFLOWS = {name: _shortened(name, prompt) for name, prompt in harness.load_api_workflows().items()}
 
 
 def _first_multiview(prompt: dict) -> str:
@@ -32,6 +51,8 @@ def _first_multiview(prompt: dict) -> str:
 
 def _base_workflow() -> dict:
     """The image-to-views workflow: the shipped one, else the smallest equivalent graph."""
+    if FULL_LENGTH in WORKFLOWS:
+        return copy.deepcopy(WORKFLOWS[FULL_LENGTH])
     for prompt in WORKFLOWS.values():
         if harness.nodes_of_class(prompt, MULTIVIEW):
             return copy.deepcopy(prompt)
@@ -145,9 +166,13 @@ def test_shipped_workflow_runs(results, name):
         (entry,) = r["history"]["outputs"][nid]["3d"]
         scene = trimesh.load(Path(r["output_dir"]) / entry["subfolder"] / entry["filename"], process=False)
         source = prompt[nid]["inputs"]["parts"][0]
-        expected = ["object"] if "views" in prompt[source]["inputs"] else None  # a whole object is one part
-        if expected is not None:
-            assert sorted(scene.graph.nodes_geometry) == expected, scene.graph.nodes_geometry
+        if "views" in prompt[source]["inputs"]:  # a whole object is one part
+            assert sorted(scene.graph.nodes_geometry) == ["object"], scene.graph.nodes_geometry
+        else:  # the selected parts, named by the selector; tiny random weights may leave one without surface
+            selectors = harness.nodes_of_class(prompt, "PartGenSelectParts")
+            top_k = prompt[selectors[0]]["inputs"]["top_k"]
+            names = set(scene.graph.nodes_geometry)
+            assert names and names <= {f"part_{i:02d}" for i in range(top_k)}, names
         assert all(len(g.faces) > 0 for g in scene.geometry.values())
 
     for mv in harness.nodes_of_class(prompt, MULTIVIEW):
