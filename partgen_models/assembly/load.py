@@ -103,7 +103,7 @@ def _read_scene(path: Path, suffix: str):
 
 
 def _gltf_node_index(path: Path, suffix: str) -> dict[str, int]:
-    """Name → index of the file's glTF nodes, so parts keep the file's order."""
+    """trimesh's node name → index of the file's glTF node, so parts keep the file's order."""
     try:
         raw = path.read_bytes()
         if suffix == ".glb":
@@ -118,24 +118,26 @@ def _gltf_node_index(path: Path, suffix: str) -> dict[str, int]:
     return index
 
 
-def _world_pieces(scene, key_of, order_of) -> list[_Piece]:
+def _world_pieces(scene, path: Path, key_of, order_of) -> list[_Piece]:
     import trimesh
 
     pieces = []
+    loaded_order = {name: i for i, name in enumerate(scene.geometry)}  # primitives in file order
     for node in scene.graph.nodes_geometry:
         transform, geometry_name = scene.graph[node]
         geometry = scene.geometry[geometry_name]
         key = key_of(node, geometry)
         if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
             kind = type(geometry).__name__
-            raise LoadPartsError(f"{key!r} has no triangles ({kind}); Load Parts needs triangle meshes")
+            raise LoadPartsError(f"{path.name}: {key!r} has no triangles (it is a {kind}); Load Parts needs triangle meshes")
         vertices = np.asarray(geometry.vertices, dtype=np.float64)
         faces = np.asarray(geometry.faces, dtype=np.int64)
         if not np.allclose(transform, np.eye(4)):
             vertices = vertices @ transform[:3, :3].T + transform[:3, 3]
             if np.linalg.det(transform[:3, :3]) < 0:
                 faces = faces[:, ::-1]
-        pieces.append(_Piece(key, order_of(node, key, faces), vertices, faces, _vertex_colors(geometry)))
+        order = (*order_of(key, faces), loaded_order[geometry_name])
+        pieces.append(_Piece(key, order, vertices, faces, _vertex_colors(geometry)))
     return pieces
 
 
@@ -149,20 +151,25 @@ def _gltf_pieces(scene, path: Path, suffix: str) -> list[_Piece]:
             return parents[node]
         return node
 
-    def order_of(node, key, faces):
-        return (index.get(key, len(index)), key, str(node))
+    def order_of(key, faces):
+        return (index.get(key, len(index)), key)
 
-    return _world_pieces(scene, key_of, order_of)
+    pieces = _world_pieces(scene, path, key_of, order_of)
+    unnamed = {str(i) for name, i in index.items() if name == str(i)}
+    for piece in pieces:  # an unnamed node: trimesh calls it by its index
+        if piece.key in unnamed:
+            piece.key = f"part_{int(piece.key):02d}"
+    return pieces
 
 
 def _obj_pieces(scene, path: Path) -> list[_Piece]:
     def key_of(node, geometry):
         return path.stem if node == path.name else node
 
-    def order_of(node, key, faces):  # file order: the first vertex an object's faces use
+    def order_of(key, faces):  # file order: the first vertex an object's faces use
         return (int(faces.min()) if len(faces) else 0, key)
 
-    pieces = _world_pieces(scene, key_of, order_of)
+    pieces = _world_pieces(scene, path, key_of, order_of)
     for piece in pieces:  # trimesh hands every OBJ object all of the file's vertices
         used, faces = np.unique(piece.faces, return_inverse=True)
         piece.vertices, piece.colors, piece.faces = piece.vertices[used], piece.colors[used], faces.reshape(-1, 3)
@@ -170,6 +177,7 @@ def _obj_pieces(scene, path: Path) -> list[_Piece]:
 
 
 def _vertex_colors(geometry) -> np.ndarray:
+    """Colours in 0..1 per vertex (trimesh keeps them as 8-bit RGBA)."""
     count = len(geometry.vertices)
     visual = geometry.visual
     kind = getattr(visual, "kind", None)
@@ -180,11 +188,12 @@ def _vertex_colors(geometry) -> np.ndarray:
         try:  # the texture (or the material's base colour) sampled at each vertex's UV
             colors = np.asarray(visual.to_color().vertex_colors)
         except (ValueError, IndexError, AttributeError, TypeError) as exc:
-            logger.warning("could not sample the texture of %s (%s); using grey", geometry.metadata.get("name", "a mesh"), exc)
-    if colors is None or colors.shape[0] != count:
+            logger.warning("could not sample a texture (%s); that mesh is grey", exc)
+    if colors is not None and colors.ndim == 1:  # one colour for the whole mesh (a material without texture)
+        colors = np.tile(colors, (count, 1))
+    if colors is None or colors.ndim != 2 or colors.shape[0] != count:
         return np.tile(np.asarray(DEFAULT_COLOR, dtype=np.float64), (count, 1))
-    colors = colors[:, :3].astype(np.float64)
-    return colors / 255.0 if colors.max(initial=0) > 1.0 or np.asarray(visual.vertex_colors).dtype == np.uint8 else colors
+    return colors[:, :3].astype(np.float64) / 255.0
 
 
 def _group_pieces(pieces: list[_Piece], path: Path) -> list[tuple[str, list[_Piece]]]:

@@ -14,7 +14,8 @@ survive only as connected components (:func:`split_components`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+import inspect
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -195,3 +196,41 @@ def mesh_batch_to_parts(
     width = max(2, len(str(len(pieces) - 1)))
     return [Part(f"{name_prefix}_{k:0{width}d}", v.contiguous(), f.contiguous(), c.contiguous())
             for k, (v, f, c) in enumerate(pieces)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The host's MESH class, whichever it is (passed in: this module never imports ComfyUI)
+# ---------------------------------------------------------------------------------------------
+
+def host_mesh_has_counts(mesh_class: type) -> bool:
+    """Newer ComfyUI's MESH takes per-item ``vertex_counts``/``face_counts`` and ``vertex_colors``;
+    0.3.x's takes only ``vertices, faces``."""
+    return "vertex_counts" in inspect.signature(mesh_class.__init__).parameters
+
+
+def resolve_layout(layout: str, mesh_class: type) -> str:
+    """"auto": one item per part where the host can say how long each item is, else one merged mesh
+    (so that core nodes of older hosts never see padding)."""
+    if layout == "auto":
+        return "per part" if host_mesh_has_counts(mesh_class) else "merged"
+    return layout
+
+
+def to_host_mesh(batch: MeshBatch, mesh_class: type) -> Any:
+    if host_mesh_has_counts(mesh_class):
+        return mesh_class(batch.vertices, batch.faces, vertex_colors=batch.vertex_colors,
+                          vertex_counts=batch.vertex_counts, face_counts=batch.face_counts)
+    mesh = mesh_class(batch.vertices, batch.faces)
+    # 0.3.x core nodes read only vertices and faces; under the newer class's attribute names
+    # mesh_batch_to_parts gets the exact lengths and the colours back.
+    mesh.vertex_colors, mesh.vertex_counts, mesh.face_counts = batch.vertex_colors, batch.vertex_counts, batch.face_counts
+    return mesh
+
+
+def parts_from_host_mesh(mesh: Any, split: str = "batch items", name_prefix: str = "part") -> list[Part]:
+    """Any MESH object with ``vertices``/``faces`` and, where present, counts and colours."""
+    return mesh_batch_to_parts(
+        mesh.vertices, mesh.faces,
+        vertex_counts=getattr(mesh, "vertex_counts", None), face_counts=getattr(mesh, "face_counts", None),
+        vertex_colors=getattr(mesh, "vertex_colors", None), split=split, name_prefix=name_prefix,
+    )
