@@ -103,3 +103,15 @@ def test_a_failure_while_writing_leaves_no_partial_files(tmp_path, parts, monkey
     with pytest.raises(KeyboardInterrupt):
         export_parts(parts, tmp_path, ExportOptions(filename_prefix="p", part_format="obj"))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_transforms_are_applied_and_files_follow_the_umask(tmp_path, parts):
+    moved = Part("moved", parts[0].vertices, parts[0].faces, parts[0].vertex_colors,
+                 transform=torch.tensor([[1.0, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    result = export_parts([moved], tmp_path, ExportOptions(filename_prefix="t"))
+    scene = trimesh.load(tmp_path / result.scene, process=False)
+    (geometry,) = scene.geometry.values()
+    assert geometry.vertices[:, 0].min() == pytest.approx(parts[0].vertices[:, 0].min().item() + 5.0, abs=1e-5)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / result.scene).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -120,3 +120,13 @@ def test_previews(views):
     assert tinted.shape == (1, 192, 128, 3)
     assert not torch.equal(tinted[0, 10:20, 10:20], views.grid()[10:20, 10:20])
     assert torch.equal(tinted[0, 30:40, 30:40], views.grid()[30:40, 30:40])
+
+
+def test_partgen_backend_plugs_into_the_evaluation(views):
+    from partgen_models.evaluation.backends import SeededModeUnsupported, make_backend
+
+    backend = make_backend("partgen", models_dir=str(tiny_models_dir()), samples=2, steps=2)
+    masks = backend.propose(views, seed=3)
+    assert masks.dtype == torch.bool and masks.shape[1:] == (6, 64, 64)
+    with pytest.raises(SeededModeUnsupported):
+        backend.propose(views, point=object())

@@ -113,8 +113,8 @@ def _unique_names(parts: Sequence[Part]) -> list[str]:
 def exploded_offsets(parts: Sequence[Part], amount: float) -> list[np.ndarray]:
     """Per-part translation pushing each part away from the object's centre along its centroid
     direction, scaled by ``amount`` times the object's bounding-box diagonal."""
-    centroids = [p.vertices.double().mean(0).numpy() for p in parts]
-    everything = torch.cat([p.vertices for p in parts]).double()
+    centroids = [placed_vertices(p).mean(0) for p in parts]
+    everything = torch.from_numpy(np.concatenate([placed_vertices(p) for p in parts]))
     centre = everything.mean(0).numpy()
     diagonal = float((everything.amax(0) - everything.amin(0)).norm())
     offsets = []
@@ -125,10 +125,17 @@ def exploded_offsets(parts: Sequence[Part], amount: float) -> list[np.ndarray]:
     return offsets
 
 
+def placed_vertices(part: Part) -> np.ndarray:
+    """The part's vertices with its ``transform`` applied (identity for reconstructed parts)."""
+    vertices = part.vertices.double().numpy()
+    transform = part.transform.double().numpy()
+    return vertices @ transform[:3, :3].T + transform[:3, 3]
+
+
 def _trimesh(part: Part, offset: np.ndarray):
     import trimesh
 
-    vertices = part.vertices.double().numpy() + offset
+    vertices = placed_vertices(part) + offset
     colors = (part.vertex_colors.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     rgba = np.concatenate([colors, np.full((colors.shape[0], 1), 255, np.uint8)], axis=1)
     return trimesh.Trimesh(vertices=vertices, faces=part.faces.numpy(), vertex_colors=rgba, process=False)
@@ -158,7 +165,7 @@ def _part_file(part: Part, name: str, offset: np.ndarray, file_format: str) -> b
 def _manifest(parts, names, offsets, files: dict[str, str], options: ExportOptions) -> dict:
     entries = []
     for part, name, offset in zip(parts, names, offsets):
-        vertices = part.vertices.double() + torch.from_numpy(offset)
+        vertices = torch.from_numpy(placed_vertices(part) + offset)
         entries.append({
             "name": part.name,
             "file": files.get(part.name),
@@ -221,6 +228,12 @@ def export_parts(parts: Sequence[Part], output_dir: Path, options: ExportOptions
     return ExportResult(scene=relative(files["__scene__"]), manifest=relative(manifest_name), part_files=part_files)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_all_or_nothing(folder: Path, contents: dict[str, bytes]) -> bool:
     """Write every file or none; False when a final name is already taken (then nothing is left)."""
     temporaries: dict[str, str] = {}
@@ -232,6 +245,7 @@ def _write_all_or_nothing(folder: Path, contents: dict[str, bytes]) -> bool:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
             temporaries[name] = temporary
         for name, temporary in temporaries.items():
             final = folder / name

@@ -172,14 +172,48 @@ class PerturbedOracleBackend:
         return self._ranked(candidates, generator, truth)
 
 
+class PartGenBackend:
+    """PartGen's segmentation diffusion model (``partgen_models.segmentation``): N samples, ranked.
+
+    Loads ``segmenter`` (a partgen-segmentation folder) and its Zero123++ base from ``models_dir`` on
+    first use. The model takes no seed point, so seeded mode is unsupported (PartGen's seeded numbers
+    come from a differently trained variant).
+    """
+
+    name = "partgen"
+    needs_ground_truth = False
+
+    def __init__(self, models_dir: str, segmenter: str = "partgen-segmentation", samples: int = 10, steps: int = 28) -> None:
+        self.models_dir, self.segmenter, self.samples, self.steps = models_dir, segmenter, samples, steps
+        self._model = None
+
+    def propose(self, views: MultiView, *, seed: int = 0, point: Optional[SeedPoint] = None,
+                truth: Optional[torch.Tensor] = None) -> torch.Tensor:
+        from pathlib import Path
+
+        from ..segmentation.partgen_model import FORMAT, find_partgen_checkpoint, load_partgen_segmenter
+        from ..segmentation.segment import SegmentationOptions, segment_views
+
+        if point is not None:
+            raise SeededModeUnsupported("PartGen's segmenter takes no seed point")
+        if self._model is None:
+            roots = [Path(self.models_dir)]
+            self._model = load_partgen_segmenter(find_partgen_checkpoint(self.segmenter, roots, FORMAT), roots)
+        options = SegmentationOptions(num_samples=self.samples, num_inference_steps=self.steps, seed=seed)
+        return segment_views(self._model, views, options).masks
+
+
 BACKENDS: dict[str, Callable[..., ProposalBackend]] = {
-    "oracle": lambda noise=1.0: OracleBackend(),
-    "perturbed-oracle": lambda noise=1.0: PerturbedOracleBackend(noise=noise),
+    "oracle": lambda noise=1.0, **_: OracleBackend(),
+    "perturbed-oracle": lambda noise=1.0, **_: PerturbedOracleBackend(noise=noise),
+    "partgen": lambda models_dir="models/partgen", samples=10, steps=28, **_: PartGenBackend(
+        models_dir, samples=samples, steps=steps
+    ),
 }
 
 
-def make_backend(name: str, noise: float = 1.0) -> ProposalBackend:
-    """The backend registered under ``name`` in :data:`BACKENDS`."""
+def make_backend(name: str, noise: float = 1.0, **settings) -> ProposalBackend:
+    """The backend registered under ``name`` in :data:`BACKENDS` (``settings``: models_dir, samples, steps)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](noise=noise)
+    return BACKENDS[name](noise=noise, **settings)

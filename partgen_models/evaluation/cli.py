@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set-seed", type=int, default=EVAL_SET_SEED, help="seed of the procedural set")
     parser.add_argument("--seed", type=int, default=0, help="seed of stochastic backends (perturbations, sampling)")
     parser.add_argument("--noise", type=float, default=1.0, help="perturbation strength of perturbed-oracle")
+    parser.add_argument("--models-dir", default="models/partgen", help="partgen backend: folder with the checkpoints")
+    parser.add_argument("--samples", type=int, default=10, help="partgen backend: samples pooled per object")
+    parser.add_argument("--steps", type=int, default=28, help="partgen backend: denoising steps")
     parser.add_argument("--size", type=int, default=None, help="view resolution (default: the layout's, 320)")
     parser.add_argument("--no-seeded", action="store_true", help="skip seeded mode (one backend call per part)")
     parser.add_argument("--device", default=None, help="render on this device (cpu, cuda)")
@@ -59,7 +62,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"wrote {len(paths)} objects to {args.write_set}")
             return 0
         options = EvaluationOptions(size=args.size, seeded=not args.no_seeded, device=args.device)
-        backends = [make_backend(name, noise=args.noise) for name in args.backend]
+        backends = [
+            make_backend(name, noise=args.noise, models_dir=args.models_dir, samples=args.samples, steps=args.steps)
+            for name in args.backend
+        ]
         start = time.perf_counter()
         samples = list(procedural_samples(args.n or EVAL_SET_SIZE, args.set_seed, options) if args.procedural
                        else folder_samples(args.eval_set, args.n, options))
