@@ -16,29 +16,18 @@ import torch
 
 from ..multiview.catalog import resolve_multiview_model
 from ..multiview.zero123pp import Zero123PlusModel, encode_prompt, load_zero123plus
-from ..segmentation.partgen_model import read_partgen_checkpoint
+from ..segmentation.partgen_model import PartGenDiffusionModel, read_partgen_checkpoint
 from ..weights import WeightsError
 
 FORMAT = "partgen-completion"
 
 
-class PartGenCompletionModel(torch.nn.Module):
+class PartGenCompletionModel(PartGenDiffusionModel):
+    """The completion network; keeps its base folder to encode editing instructions on demand."""
+
     def __init__(self, diffusion: Zero123PlusModel, base_folder: Path) -> None:
-        super().__init__()
-        self.diffusion = diffusion
+        super().__init__(diffusion)
         self.base_folder = Path(base_folder)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.diffusion.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.diffusion.device
-
-    @device.setter
-    def device(self, value) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
 
     def encode_instruction(self, text: str) -> torch.Tensor:
         return encode_prompt(self.base_folder, text)

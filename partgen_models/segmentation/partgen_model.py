@@ -55,13 +55,12 @@ def read_partgen_checkpoint(folder: Path, expected_format: str) -> PartGenCheckp
     return PartGenCheckpoint(Path(folder), str(config.get("base_model", "zero123plus-v1.2")), palette)
 
 
-class PartGenSegmentationModel(torch.nn.Module):
-    """The diffusion model plus the palette its colour code uses."""
+class PartGenDiffusionModel(torch.nn.Module):
+    """A PartGen network: the Zero123++-based diffusion model it runs on, as one module for hosts."""
 
-    def __init__(self, diffusion: Zero123PlusModel, palette: tuple) -> None:
+    def __init__(self, diffusion: Zero123PlusModel) -> None:
         super().__init__()
         self.diffusion = diffusion
-        self.palette = palette
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,6 +73,14 @@ class PartGenSegmentationModel(torch.nn.Module):
     @device.setter
     def device(self, value) -> None:
         pass  # hosts record where they put the model; the weights are the truth
+
+
+class PartGenSegmentationModel(PartGenDiffusionModel):
+    """The diffusion model plus the palette its colour code uses."""
+
+    def __init__(self, diffusion: Zero123PlusModel, palette: tuple) -> None:
+        super().__init__(diffusion)
+        self.palette = palette
 
 
 def load_partgen_segmenter(
