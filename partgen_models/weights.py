@@ -250,3 +250,17 @@ def find_weights_file(folder: Path, stems: tuple[str, ...], expected: str) -> Pa
             return candidate
     names = ", ".join(c.name for c in candidates)
     raise WeightsError(f"none of {names} is in {folder} (expected {expected})")
+
+
+# Weights of evaluation metrics (python -m partgen_models.evaluation.completion_eval); not used by nodes.
+METRIC_MODELS: dict[str, OfficialModel] = {
+    m.folder: m
+    for m in (
+        OfficialModel(
+            "clip-vit-base-patch32", "openai/clip-vit-base-patch32",
+            ("config.json", "preprocessor_config.json", "model.safetensors"),
+            ("config.json", "preprocessor_config.json", "model.safetensors"), "MIT",
+            "OpenAI CLIP ViT-B/32 for the CLIP-similarity metric (about 600 MB)",
+        ),
+    )
+}
