@@ -102,6 +102,36 @@ INSTANTMESH_CHECKPOINTS: dict[str, OfficialModel] = {
 }
 
 
+# Segment Anything checkpoints in transformers' layout (config.json + model.safetensors), each in a
+# folder named after the choice. SAM 2.1 folders hold the video model (memory attention included),
+# which the multi-view SAM2 backend needs; SAM 3 holds the detector and its tracker.
+_SAM2_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "processor_config.json",
+               "video_preprocessor_config.json")
+SAM_MODELS: dict[str, OfficialModel] = {
+    m.folder: m
+    for m in (
+        *(
+            OfficialModel(
+                f"sam2.1-hiera-{size}", f"facebook/sam2.1-hiera-{size}", _SAM2_FILES, ("config.json", "model.safetensors"),
+                "Apache-2.0", f"SAM 2.1 Hiera-{label} ({params}, about {mb} in fp32)",
+            )
+            for size, label, params, mb in (
+                ("tiny", "T", "38.9M parameters", "160 MB"),
+                ("small", "S", "46.0M parameters", "185 MB"),
+                ("base-plus", "B+", "80.8M parameters", "325 MB"),
+                ("large", "L", "224.4M parameters", "900 MB"),
+            )
+        ),
+        OfficialModel(
+            "sam3", "facebook/sam3", ("config.json", "model.safetensors", "*.json", "*.txt"),
+            ("config.json", "model.safetensors", "tokenizer_config.json"), "SAM License (Meta)",
+            "SAM 3 (860M parameters, about 3.4 GB; its Hugging Face repository is gated: accept the licence at "
+            "https://huggingface.co/facebook/sam3 and run `hf auth login` first)",
+        ),
+    )
+}
+
+
 def downloads_allowed() -> bool:
     """False when the user switched downloading off (``PARTGEN_NO_DOWNLOAD=1`` or HF offline mode)."""
     for name in (NO_DOWNLOAD_ENV, "HF_HUB_OFFLINE"):

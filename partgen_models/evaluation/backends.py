@@ -203,12 +203,81 @@ class PartGenBackend:
         return segment_views(self._model, views, options).masks
 
 
+class Sam2Backend:
+    """SAM 2.1 (``partgen_models.segmentation.sam2_backend``): PartGen's SAM2 baseline, tracked across views.
+
+    Automatic mode: query points over the object, three masks per point, ranked by SAM2's predicted IoU,
+    NMS at 0.5. Seeded mode: SAM2's three masks for the seed pixel, tracked, ranked the same way
+    (PartGen's seeded SAM2 row). Loads ``checkpoint`` from ``models_dir`` on first use; without one,
+    the largest SAM 2.1 size installed there, else sam2.1-hiera-large (downloaded when allowed).
+    Deterministic: ``seed`` is unused.
+    """
+
+    name = "sam2"
+    needs_ground_truth = False
+
+    def __init__(self, models_dir: str, checkpoint: Optional[str] = None, points_per_side: int = 16) -> None:
+        self.models_dir, self.checkpoint, self.points_per_side = models_dir, checkpoint, points_per_side
+        self._model = None
+
+    def _loaded(self):
+        from pathlib import Path
+
+        from ..segmentation.sam2_backend import SAM2_CHOICES, load_sam2_segmenter, resolve_sam_folder
+        from ..weights import SAM_MODELS, is_installed
+
+        if self._model is None:
+            installed = [c for c in SAM2_CHOICES if is_installed(SAM_MODELS[c], Path(self.models_dir))]
+            checkpoint = self.checkpoint or (installed[-1] if installed else SAM2_CHOICES[-1])
+            self._model = load_sam2_segmenter(resolve_sam_folder(checkpoint, [Path(self.models_dir)]))
+        return self._model
+
+    def propose(self, views: MultiView, *, seed: int = 0, point: Optional[SeedPoint] = None,
+                truth: Optional[torch.Tensor] = None) -> torch.Tensor:
+        from ..segmentation.sam2_backend import Sam2Options, segment_at_point_sam2, segment_views_sam2
+
+        options = Sam2Options(points_per_side=self.points_per_side)
+        if point is not None:
+            return segment_at_point_sam2(self._loaded(), views, point.view, point.col, point.row, options).masks
+        return segment_views_sam2(self._loaded(), views, options).masks
+
+
+class Sam3Backend:
+    """SAM 3 prompted by part names (``partgen_models.segmentation.sam3_backend``): one proposal per name,
+    in the names' order. The names are fixed at construction (``names="seat, leg"``), so this backend
+    suits scripts evaluating objects of one kind; it has no seeded mode."""
+
+    name = "sam3"
+    needs_ground_truth = False
+
+    def __init__(self, models_dir: str, names: str = "") -> None:
+        from ..segmentation.sam3_backend import parse_part_names
+
+        self.models_dir, self.names = models_dir, parse_part_names(names)
+        self._model = None
+
+    def propose(self, views: MultiView, *, seed: int = 0, point: Optional[SeedPoint] = None,
+                truth: Optional[torch.Tensor] = None) -> torch.Tensor:
+        from pathlib import Path
+
+        from ..segmentation.sam2_backend import resolve_sam_folder
+        from ..segmentation.sam3_backend import load_sam3_segmenter, segment_views_sam3
+
+        if point is not None:
+            raise SeededModeUnsupported("SAM 3 is prompted by part names, not by a seed point")
+        if self._model is None:
+            self._model = load_sam3_segmenter(resolve_sam_folder("sam3", [Path(self.models_dir)]))
+        return segment_views_sam3(self._model, views, self.names).masks
+
+
 BACKENDS: dict[str, Callable[..., ProposalBackend]] = {
     "oracle": lambda noise=1.0, **_: OracleBackend(),
     "perturbed-oracle": lambda noise=1.0, **_: PerturbedOracleBackend(noise=noise),
     "partgen": lambda models_dir="models/partgen", samples=10, steps=28, **_: PartGenBackend(
         models_dir, samples=samples, steps=steps
     ),
+    "sam2": lambda models_dir="models/partgen", checkpoint=None, **_: Sam2Backend(models_dir, checkpoint),
+    "sam3": lambda models_dir="models/partgen", names="", **_: Sam3Backend(models_dir, names),
 }
 
 

@@ -242,6 +242,93 @@ def write_tiny_partgen_unet_folder(folder: Path, fmt: str, in_channels: int, see
     return folder
 
 
+# SAM 2.1 video model at 128 px with the real structure. Two constraints of transformers' code shape
+# it: the memory encoder's output is hard-wired to 64 channels and object pointers are split into
+# 64-wide tokens, so the prompt/decoder width must be a multiple of 64 above it (128); a Hiera
+# global-attention block must not open a stage (it would pool with a zero window).
+_TINY_SAM_SIZE = 128
+TINY_SAM2_CONFIG: dict[str, Any] = dict(
+    vision_config=dict(
+        model_type="sam2_vision_model",
+        backbone_config=dict(
+            model_type="sam2_hiera_det_model", hidden_size=8, num_attention_heads=1, image_size=[_TINY_SAM_SIZE] * 2,
+            blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 2, 2],
+            window_size_per_stage=[8, 4, 4, 4], global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4],
+        ),
+        backbone_channel_list=[64, 32, 16, 8],
+        backbone_feature_sizes=[[_TINY_SAM_SIZE // s] * 2 for s in (4, 8, 16)],
+        fpn_hidden_size=128,
+    ),
+    prompt_encoder_config=dict(hidden_size=128, image_size=_TINY_SAM_SIZE, patch_size=16, mask_input_channels=8),
+    mask_decoder_config=dict(hidden_size=128, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=32),
+    image_size=_TINY_SAM_SIZE, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+    memory_attention_feed_forward_hidden_size=128, memory_attention_rope_feat_sizes=[_TINY_SAM_SIZE // 16] * 2,
+    memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+    memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=64,
+)
+
+
+def write_tiny_sam2(folder: Path, seed: int = 70) -> Path:
+    """A facebook/sam2.1-hiera-* folder: the video model's config.json + model.safetensors (saved by
+    ``Sam2VideoModel.save_pretrained``) and the processor configs, tiny widths."""
+    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    model = randomize_(Sam2VideoModel(Sam2VideoConfig(**TINY_SAM2_CONFIG)), torch.Generator().manual_seed(seed))
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    size = {"height": _TINY_SAM_SIZE, "width": _TINY_SAM_SIZE}
+    processor = Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size=size), video_processor=Sam2VideoVideoProcessor(size=size),
+        target_size=_TINY_SAM_SIZE,
+    )
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+_TINY_SAM3_SIZE = 112  # 8x8 patches of 14 px
+TINY_SAM3_DETECTOR_CONFIG: dict[str, Any] = dict(
+    model_type="sam3",
+    vision_config=dict(
+        model_type="sam3_vision_model",
+        backbone_config=dict(
+            model_type="sam3_vit_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+            image_size=_TINY_SAM3_SIZE, patch_size=14, window_size=4, global_attn_indexes=[1], pretrain_image_size=56,
+        ),
+        fpn_hidden_size=32,
+        backbone_feature_sizes=[[_TINY_SAM3_SIZE // 14 * s] * 2 for s in (4, 2, 1)],
+    ),
+    text_config=dict(
+        model_type="clip_text_model", vocab_size=514, hidden_size=32, intermediate_size=48, projection_dim=16,
+        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
+        pad_token_id=0,
+    ),
+    geometry_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=48),
+    detr_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=48),
+    detr_decoder_config=dict(hidden_size=32, num_layers=1, num_queries=8, num_attention_heads=2, intermediate_size=48),
+    mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+)
+
+
+def write_tiny_sam3(folder: Path, seed: int = 80) -> Path:
+    """A facebook/sam3 folder: ``Sam3VideoModel.save_pretrained`` (detector + tracker, as released) plus
+    the processor (image processor, CLIP tokenizer with byte-level tokens), tiny widths."""
+    from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3Processor, Sam3VideoConfig, Sam3VideoModel
+
+    tracker = dict(TINY_SAM2_CONFIG, model_type="sam3_tracker_video", vision_config=TINY_SAM3_DETECTOR_CONFIG["vision_config"],
+                   image_size=_TINY_SAM3_SIZE, memory_attention_rope_feat_sizes=[_TINY_SAM3_SIZE // 14] * 2,
+                   prompt_encoder_config=dict(TINY_SAM2_CONFIG["prompt_encoder_config"], image_size=_TINY_SAM3_SIZE, patch_size=14))
+    config = Sam3VideoConfig(detector_config=TINY_SAM3_DETECTOR_CONFIG, tracker_config=tracker)
+    model = randomize_(Sam3VideoModel(config), torch.Generator().manual_seed(seed))
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    write_clip_tokenizer(folder)
+    size = {"height": _TINY_SAM3_SIZE, "width": _TINY_SAM3_SIZE}
+    image_processor = Sam3ImageProcessor(size=size, mask_size={"height": _TINY_SAM3_SIZE // 14 * 4, "width": _TINY_SAM3_SIZE // 14 * 4})
+    Sam3Processor(image_processor=image_processor, tokenizer=CLIPTokenizer.from_pretrained(str(folder))).save_pretrained(str(folder))
+    return folder
+
+
 def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
     """A whole tiny model set, in the folders the loaders look in (``weights.OFFICIAL_MODELS``)."""
     from .tiny_instantmesh import write_tiny_instantmesh
@@ -256,4 +343,7 @@ def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
         write_tiny_instantmesh(models_dir / "instantmesh" / "instant_nerf_large.ckpt", "nerf", seed + 40),
         write_tiny_partgen_unet_folder(models_dir / "partgen-segmentation", "partgen-segmentation", 8, seed + 50),
         write_tiny_partgen_unet_folder(models_dir / "partgen-completion", "partgen-completion", 13, seed + 60),
+        # Folder names of the official SAM choices (weights.SAM_MODELS).
+        write_tiny_sam2(models_dir / "sam2.1-hiera-tiny", seed + 70),
+        write_tiny_sam3(models_dir / "sam3", seed + 80),
     ]
