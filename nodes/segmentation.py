@@ -11,41 +11,88 @@ from ..partgen_models.segmentation.partgen_model import (
     list_partgen_checkpoints,
     load_partgen_segmenter,
 )
+from ..partgen_models.segmentation.palette import BACKGROUND, PALETTE
+from ..partgen_models.segmentation.sam2_backend import (
+    SAM2_CHOICES,
+    Sam2Options,
+    Sam2Segmenter,
+    load_sam2_segmenter,
+    resolve_sam_folder,
+    segment_views_sam2,
+)
+from ..partgen_models.segmentation.sam3_backend import (
+    SAM3_CHOICES,
+    Sam3Options,
+    Sam3Segmenter,
+    load_sam3_segmenter,
+    segment_views_sam3,
+)
 from ..partgen_models.segmentation.segment import SegmentationOptions, segment_views
 from ..partgen_models.segmentation.select import SELECTION_MODES, PartSelection, grid_masks, overlay, select_parts
 from ..partgen_models.views import views_to_grid
 from . import sockets
-from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, model_search_dirs, resolve_dtype
+from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
 
 _DEFAULTS = SegmentationOptions()
+_SAM2_DEFAULTS = Sam2Options()
+_SAM3_DEFAULTS = Sam3Options()
+
+
+def _segmenter_choices() -> list[str]:
+    """Our PartGen checkpoints found in models/partgen (a placeholder name when there is none, so saved
+    workflows still validate), then the SAM checkpoints, downloaded on first use."""
+    partgen = list_partgen_checkpoints(model_search_dirs(), FORMAT) or ["partgen-segmentation"]
+    return partgen + [name for name in (*SAM2_CHOICES, *SAM3_CHOICES) if name not in partgen]
+
+
+def _painted(masks: torch.Tensor) -> torch.Tensor:
+    """Proposals ``[K,V,H,W]`` painted in palette colours on white, best-ranked on top: ``[V,H,W,3]``."""
+    colours = torch.tensor([BACKGROUND, *PALETTE])
+    ids = torch.zeros(masks.shape[1:], dtype=torch.long)
+    for k in reversed(range(masks.shape[0])):
+        ids[masks[k]] = 1 + k % len(PALETTE)
+    return colours[ids]
 
 
 class LoadSegmenter(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        choices = list_partgen_checkpoints(model_search_dirs(), FORMAT) or ["partgen-segmentation"]
+        choices = _segmenter_choices()
         return io.Schema(
             node_id="PartGenLoadSegmenter",
             display_name="PartGen Load Segmenter",
             category="PartGen/loaders",
             description=(
-                "PartGen's multi-view segmentation diffusion model (a Zero123++ v1.2 UNet with doubled input "
-                "channels). PartGen's authors released no weights: this loads checkpoints in this pack's own "
-                "format (a folder with partgen.json and unet/ in models/partgen/) on top of Zero123++ v1.2."
+                "A multi-view part segmenter. PartGen's segmentation diffusion model (a Zero123++ v1.2 UNet with "
+                "doubled input channels): its authors released no weights, so this loads checkpoints in this pack's "
+                "own format (a folder with partgen.json and unet/ in models/partgen/). SAM 2.1 (automatic: points over "
+                "the object, tracked around the views; Apache-2.0) and SAM 3 (one part per typed name; gated on "
+                "Hugging Face) are downloaded into models/partgen/ on first use (PARTGEN_NO_DOWNLOAD=1 forbids it)."
             ),
             inputs=[
-                io.Combo.Input("model", options=choices, default=choices[0],
-                               tooltip="A partgen-segmentation checkpoint folder in models/partgen/."),
+                io.Combo.Input(
+                    "model", options=choices, default=choices[0],
+                    tooltip=(
+                        "partgen-*: our PartGen checkpoint folders (about 3 GB of VRAM in fp16, with Zero123++). "
+                        "sam2.1-hiera-tiny/small/base-plus/large: SAM 2.1, 0.16/0.19/0.33/0.9 GB of weights in fp32, "
+                        "half in fp16, plus about 2 MB per tracked proposal and view. sam3: SAM 3 by part names, "
+                        "3.4 GB in fp32 (1.7 GB in fp16); accept its licence on Hugging Face and log in first."
+                    ),
+                ),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                               tooltip="auto: fp16/bf16 on a GPU, fp32 on CPU. ~3 GB of VRAM in fp16."),
+                               tooltip="auto: fp16/bf16 on a GPU, fp32 on CPU. Half precision halves the VRAM of the weights."),
             ],
             outputs=[sockets.Segmenter.Output(display_name="segmenter")],
         )
 
     @classmethod
     def execute(cls, model: str, precision: str) -> io.NodeOutput:
-        folder = find_partgen_checkpoint(model, model_search_dirs(), FORMAT)
         dtype = resolve_dtype(precision)
+        if model in SAM2_CHOICES or model in SAM3_CHOICES:
+            folder = resolve_sam_folder(model, model_search_dirs(), download_progress())
+            load = load_sam2_segmenter if model in SAM2_CHOICES else load_sam3_segmenter
+            return io.NodeOutput(ModelHandle(name=model, dtype=dtype, build=lambda: load(folder, dtype)))
+        folder = find_partgen_checkpoint(model, model_search_dirs(), FORMAT)
         build = lambda: load_partgen_segmenter(folder, model_search_dirs(), dtype)  # noqa: E731
         return io.NodeOutput(ModelHandle(name=model, dtype=dtype, build=build))
 
@@ -58,38 +105,64 @@ class Segment(io.ComfyNode):
             display_name="PartGen Segment",
             category="PartGen",
             description=(
-                "Draws several colour-coded part segmentations of the views (one batch), decodes the colours and "
-                "ranks the pooled segments by agreement (PartGen's IoU votes + NMS) into multi-view part proposals."
+                "Multi-view part proposals, ranked, for PartGen Select Parts. PartGen's model draws several colour-coded "
+                "segmentations in one batch and ranks the pooled segments by agreement (IoU votes + NMS). SAM 2.1 "
+                "prompts points spread over the object (three masks each), tracks every mask around the views and "
+                "the input image as a short video, ranks by SAM's score and applies NMS. SAM 3 gives one labelled "
+                "proposal per name typed in 'names'."
             ),
             inputs=[
                 sockets.Segmenter.Input("segmenter", tooltip="From PartGen Load Segmenter."),
                 sockets.Views.Input("views", tooltip="From PartGen Multi-View."),
                 io.Int.Input("samples", default=_DEFAULTS.num_samples, min=1, max=64,
-                             tooltip="Samples pooled for ranking (PartGen: 1/5/10 → mAP50 45/54/59). All run in one "
-                                     "batch: VRAM and time grow linearly."),
+                             tooltip="PartGen: samples pooled for ranking (paper: 1/5/10 → mAP50 45/54/59). All run in one "
+                                     "batch: VRAM and time grow linearly. Ignored by SAM."),
                 io.Int.Input("steps", default=_DEFAULTS.num_inference_steps, min=1, max=500,
-                             tooltip="Denoising steps per sample."),
+                             tooltip="PartGen: denoising steps per sample. Ignored by SAM."),
                 io.Float.Input("guidance", default=_DEFAULTS.guidance_scale, min=0.0, max=20.0, step=0.1,
-                               tooltip="Classifier-free guidance; 1.0 or less turns it off and halves the time."),
+                               tooltip="PartGen: classifier-free guidance; 1.0 or less turns it off and halves the time. "
+                                       "Ignored by SAM."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Drives all samples' noise."),
+                             tooltip="PartGen: drives all samples' noise. SAM is deterministic and ignores it."),
                 io.Float.Input("min_area", default=_DEFAULTS.min_area, min=0.0, max=0.49, step=0.001,
-                               tooltip="Colours covering less than this share of the object are dropped as noise."),
+                               tooltip="PartGen: colours covering less than this share of the object are dropped as noise. "
+                                       "SAM2: masks below this share of the object are dropped."),
+                io.String.Input("names", default="", optional=True,
+                                tooltip="SAM3 only: the parts to find, comma-separated ('crown, wheel'); each becomes one "
+                                        "labelled proposal. Short noun phrases work best. Ignored by PartGen and SAM2."),
+                io.Float.Input("sam3_threshold", default=_SAM3_DEFAULTS.threshold, min=0.0, max=0.99, step=0.01,
+                               optional=True,
+                               tooltip="SAM3 only: instance score above which a detection counts. Lower it when a "
+                                       "named part is not found; raise it when other things are taken for it."),
+                io.Int.Input("points_per_side", default=_SAM2_DEFAULTS.points_per_side, min=1, max=64, optional=True,
+                             tooltip="SAM2 only: query grid over the object (n x n, points off the object skipped), three "
+                                     "masks per point. More points find smaller parts; decoding them is cheap, tracking "
+                                     f"is capped at {_SAM2_DEFAULTS.max_proposals} proposals. Ignored by the others."),
             ],
             outputs=[
                 sockets.Segmentation.Output(display_name="segmentation"),
-                io.Image.Output(display_name="samples", tooltip="Each colour-coded sample as a grid."),
+                io.Image.Output(display_name="samples",
+                                tooltip="PartGen: each colour-coded sample as a grid. SAM: the ranked proposals painted in "
+                                        "one grid (best on top)."),
                 io.Mask.Output(display_name="proposals", tooltip="Ranked proposals as grid masks (best first)."),
             ],
         )
 
     @classmethod
-    def execute(cls, segmenter, views, samples, steps, guidance, seed, min_area) -> io.NodeOutput:
+    def execute(cls, segmenter, views, samples, steps, guidance, seed, min_area, names="",
+                sam3_threshold=_SAM3_DEFAULTS.threshold, points_per_side=_SAM2_DEFAULTS.points_per_side) -> io.NodeOutput:
         patcher = segmenter.patcher()
-        options = SegmentationOptions(samples, steps, guidance, seed, min_area)
-        result = segment_views(patcher.model, views, options, comfy_runtime(patcher))
+        model, runtime = patcher.model, comfy_runtime(patcher)
+        if isinstance(model, Sam2Segmenter):
+            options = Sam2Options(points_per_side=points_per_side, min_area=min_area)
+            result = segment_views_sam2(model, views, options, runtime)
+        elif isinstance(model, Sam3Segmenter):
+            result = segment_views_sam3(model, views, names or "", Sam3Options(threshold=sam3_threshold), runtime)
+        else:
+            result = segment_views(model, views, SegmentationOptions(samples, steps, guidance, seed, min_area), runtime)
         layout = views.view_layout
-        sample_grids = [views_to_grid(s, layout.rows, layout.cols) for s in result.samples]
+        samples_out = result.samples if result.samples.shape[0] else _painted(result.masks)[None]
+        sample_grids = [views_to_grid(s, layout.rows, layout.cols) for s in samples_out]
         proposal_grids = [views_to_grid(m[..., None].float(), layout.rows, layout.cols)[..., 0] for m in result.masks]
         empty = torch.zeros(1, layout.rows * views.images.shape[1], layout.cols * views.images.shape[2])
         return io.NodeOutput(result, torch.stack(sample_grids), torch.stack(proposal_grids) if proposal_grids else empty)
