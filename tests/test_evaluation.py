@@ -243,7 +243,7 @@ def test_backend_interface_and_its_errors(samples):
         evaluate_backend(WrongShape(), samples, EvaluationOptions(size=96))
     with pytest.raises(ValueError, match="needs the ground-truth masks"):
         OracleBackend().propose(samples[0].views)
-    with pytest.raises(ValueError, match="unknown backend 'sam9'; available: oracle, perturbed-oracle"):
+    with pytest.raises(ValueError, match="unknown backend 'sam9'; available: oracle, partgen, perturbed-oracle, sam2, sam3"):
         make_backend("sam9")
     with pytest.raises(ValueError, match="lies on no ground-truth part"):
         OracleBackend().propose(samples[0].views, point=SeedPoint(0, 0, 0), truth=samples[0].truth)
