@@ -19,7 +19,6 @@ CUDA's peak allocation per row on GPU, the process's peak RSS so far on CPU.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
@@ -29,6 +28,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import DTYPES  # noqa: E402
+from timing import peak_bytes as _peak_bytes  # noqa: E402
+from timing import reset_peak as _reset_peak  # noqa: E402
+from timing import sync as _sync  # noqa: E402
 
 from partgen_models.cameras import LAYOUTS  # noqa: E402
 from partgen_models.completion.complete import CompletionOptions, complete_parts  # noqa: E402
@@ -48,25 +52,7 @@ from partgen_models.testing.tiny_models import (  # noqa: E402
 )
 from partgen_models.views import MultiView  # noqa: E402
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 LAYOUT = "zero123pp_v12"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS (Linux: KiB)
 
 
 def build_completer(size: str, dtype: torch.dtype, device: torch.device, scratch: Path) -> PartGenCompletionModel:

@@ -24,7 +24,6 @@ run smallest first).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -33,30 +32,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import DTYPES  # noqa: E402
+from timing import peak_bytes as _peak_bytes  # noqa: E402
+from timing import reset_peak as _reset_peak  # noqa: E402
+from timing import sync as _sync  # noqa: E402
 
 from partgen_models.evaluation.procedural import generate_object  # noqa: E402
 from partgen_models.rendering import RenderCameras, render_parts  # noqa: E402
 from partgen_models.runtime import Runtime  # noqa: E402
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
 
 def _peak_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux: KiB
-
+    return _peak_bytes(device) / 2**30
 
 def _timed(fn, device: torch.device, repeats: int) -> tuple[float, object]:
     times, result = [], None
