@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-size GPU benchmarks in one go, for a lent GPU machine (one short, prepared run).
 #
-#   benchmarks/gpu_suite.sh [stage ...]          # stages: existing new (default: existing)
+#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second (default: existing)
 #
 # Every table goes to stdout and to $OUT/gpu_tables.txt (or benchmarks/out/ when $OUT is unset), to be
 # pasted into benchmarks/RESULTS.md. Upstream code is never committed: PARTGEN_UPSTREAM (default
@@ -44,6 +44,11 @@ for stage in $stages; do
         # shellcheck disable=SC2046
         run flexicubes_cuda 40 benchmarks/bench_flexicubes.py --devices cuda --resolutions 128 256 $(upstream_arg --upstream flexicubes)
         run rendering_cuda 25 benchmarks/bench_rendering.py --devices cuda
+        ;;
+    second)
+        run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
+        # shellcheck disable=SC2046
+        run profile_multiview 90 benchmarks/profile_multiview.py --steps 4 $(upstream_arg --upstream zero123plus)
         ;;
     *)
         echo "unknown stage $stage" | tee -a "$log"
