@@ -18,7 +18,9 @@ class ReferenceBank:
     """Holds each ``attn1``'s reference-pass input until the main pass reads it.
 
     mode "write": store the layer input; "read": append the stored tokens to keys/values and drop
-    them; "off": plain self-attention.
+    them; "off": plain self-attention; "paired": one call carries both passes, the batch being
+    ``[reference; main]`` halves (training: a single stateless forward, so gradient checkpointing can
+    recompute it and DDP sees one forward per step).
     """
 
     def __init__(self) -> None:
@@ -48,6 +50,11 @@ class ReferenceAttnProcessor:
         **unused,
     ) -> torch.Tensor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if self.bank.mode == "paired":
+            reference, main = hidden_states.chunk(2)  # (B, N, C) each
+            reference_out = self.inner(attn, reference, reference, None, temb)
+            main_out = self.inner(attn, main, torch.cat([main, reference], dim=1), None, temb)  # (B, N + N_ref, C)
+            return torch.cat([reference_out, main_out])
         if self.bank.mode == "write":
             self.bank.tokens[self.name] = context
         elif self.bank.mode == "read":
