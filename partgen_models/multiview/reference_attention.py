@@ -18,13 +18,13 @@ class ReferenceBank:
     """Holds each ``attn1``'s reference-pass input until the main pass reads it.
 
     mode "write": store the layer input; "read": append the stored tokens to keys/values and drop
-    them; "off": plain self-attention; "paired": one call carries both passes, the batch being
-    ``[reference; main]`` halves (training: a single stateless forward, so gradient checkpointing can
-    recompute it and DDP sees one forward per step).
+    them; "off": plain self-attention. ``keep_tokens`` (training) keeps them after reading, because
+    gradient checkpointing recomputes the main pass's attention during the backward pass.
     """
 
     def __init__(self) -> None:
         self.mode = "off"
+        self.keep_tokens = False
         self.tokens: dict[str, torch.Tensor] = {}
 
     def clear(self) -> None:
@@ -50,15 +50,11 @@ class ReferenceAttnProcessor:
         **unused,
     ) -> torch.Tensor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if self.bank.mode == "paired":
-            reference, main = hidden_states.chunk(2)  # (B, N, C) each
-            reference_out = self.inner(attn, reference, reference, None, temb)
-            main_out = self.inner(attn, main, torch.cat([main, reference], dim=1), None, temb)  # (B, N + N_ref, C)
-            return torch.cat([reference_out, main_out])
         if self.bank.mode == "write":
             self.bank.tokens[self.name] = context
         elif self.bank.mode == "read":
-            reference = self.bank.tokens.pop(self.name)  # (B_ref, N_ref, C)
+            tokens = self.bank.tokens
+            reference = tokens[self.name] if self.bank.keep_tokens else tokens.pop(self.name)  # (B_ref, N_ref, C)
             if reference.shape[0] != context.shape[0]:  # several samples per conditioning image share it
                 reference = reference.repeat_interleave(context.shape[0] // reference.shape[0], dim=0)
             context = torch.cat([context, reference.to(context.dtype)], dim=1)  # (B, N + N_ref, C)
