@@ -100,7 +100,7 @@ def load_object(path: Union[str, Path]) -> TrainingObject:
             tensors = {name: handle.get_tensor(name) for name in _TENSORS}
     except DatasetError:
         raise
-    except (OSError, ValueError, RuntimeError) as error:  # safetensors reports a corrupt header as either
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError)
         raise DatasetError(f"{path} cannot be read as a safetensors shard: {error}") from error
     names = tuple(json.loads(metadata.get("part_names", "[]")))
     if tensors["part_images"].shape[0] != len(names):
