@@ -181,6 +181,11 @@ class PartGenTrainer:
             self.resume_from(Path(resume))
         else:
             self._resume_if_any()
+        from accelerate.utils import DistributedType
+
+        if self.ema is not None and accelerator.distributed_type == DistributedType.FSDP:
+            raise ConfigError("ema_decay needs whole weights on every rank; FSDP shards them: set ema_decay to null "
+                              "or use DDP / DeepSpeed ZeRO-2")
         self.model, self.optimizer = accelerator.prepare(self.network, self.optimizer)
         from diffusers import DDPMScheduler
 
@@ -220,19 +225,22 @@ class PartGenTrainer:
 
     def save(self) -> Optional[Path]:
         accelerator = self.accelerator
+        from accelerate.utils import DistributedType
+
         accelerator.wait_for_everyone()
+        sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        # every rank takes part: FSDP and ZeRO-3 gather the full weights collectively
+        state = accelerator.get_state_dict(self.model)
         path = None
         if accelerator.is_main_process:
-            from accelerate.utils import DistributedType
-
-            sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
             if sharded:
                 logger.warning("DeepSpeed/FSDP: optimiser moments are sharded and not saved; a resume restarts them")
+            weights = {k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")}
             unet = accelerator.unwrap_model(self.model).unet
             extra = {"dataset": str(self.config.dataset), "config": self.config.to_json()}
             path = save_checkpoint(self.output_dir, self.step, self.task, unet, self.base_name,
                                    None if sharded else self.optimizer.state_dict(),
-                                   self.ema.shadow if self.ema is not None else None, extra)
+                                   self.ema.shadow if self.ema is not None else None, extra, weights=weights)
             prune_checkpoints(self.output_dir, self.config.keep_checkpoints)
             logger.info("saved %s", path)
         accelerator.wait_for_everyone()
@@ -354,7 +362,6 @@ class PartGenTrainer:
         from ..evaluation.evaluate import EvaluationOptions
         from ..runtime import Runtime
 
-        config = self.config
         options = EvaluationOptions(size=self.training_set.view_size, seeded=False)
         runtime = Runtime(device=self.accelerator.device, dtype=torch.float32)
         unet = self.diffusion.unet

@@ -105,8 +105,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(output_dir: Path, step: int, task: str, unet: torch.nn.Module, base_model: str,
-                    optimizer_state: Optional[dict], ema: Optional[dict[str, torch.Tensor]], extra: dict) -> Path:
-    """Write ``output_dir/checkpoint-{step}``: loader format (EMA weights if given) + training state."""
+                    optimizer_state: Optional[dict], ema: Optional[dict[str, torch.Tensor]], extra: dict,
+                    weights: Optional[dict[str, torch.Tensor]] = None) -> Path:
+    """Write ``output_dir/checkpoint-{step}``: loader format (EMA weights if given) + training state.
+
+    ``unet`` gives the config; ``weights`` (default: its state dict) the trained weights, e.g. gathered
+    from sharded ranks."""
     from safetensors.torch import save_file
 
     output_dir = Path(output_dir)
@@ -114,7 +118,7 @@ def save_checkpoint(output_dir: Path, step: int, task: str, unet: torch.nn.Modul
     final = output_dir / checkpoint_name(step)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=output_dir))
     try:
-        weights = {k: v.detach().float().contiguous().cpu() for k, v in unet.state_dict().items()}
+        weights = {k: v.detach().float().contiguous().cpu() for k, v in (weights or unet.state_dict()).items()}
         deployed = {k: ema[k].float().contiguous().cpu() for k in weights} if ema is not None else weights
         (temporary / "unet").mkdir()
         unet.save_config(str(temporary / "unet"))
