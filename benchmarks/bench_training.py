@@ -81,7 +81,7 @@ def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        last = float(loss)
+        last = float(loss.detach())
     vae.eval()
     with torch.no_grad():
         grids = torch.cat([batches[i]["target"] for i in range(4)])

@@ -161,7 +161,7 @@ def test_resume_continues_exactly_and_checkpoints_load(workspace, accelerator):
 
 def test_completion_trains_with_context_dropout_and_instructions_and_loads(workspace, accelerator, monkeypatch):
     config = _config(workspace, "completion", max_steps=1, context_dropout=0.5, instruction_probability=1.0,
-                     condition_dropout=0.5, gradient_checkpointing=True)
+                     gradient_checkpointing=True)
     trainer = PartGenTrainer("completion", config, accelerator=accelerator)
     assert trainer.diffusion.unet.config.in_channels == 13 and trainer.text_encoder is not None
     texts = []
@@ -220,3 +220,38 @@ def test_command_line_reports_errors(tmp_path, caplog):
     (tmp_path / "config.json").write_text(json.dumps({"dataset": str(tmp_path / "none"), "output_dir": str(tmp_path)}))
     assert train_cli.main(["segmentation", str(tmp_path / "config.json")]) == 2
     assert "is not a training set" in caplog.text
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("adam_beta1", 1.0, "adam_beta1 must be within \\[0, 1\\)"),
+    ("adam_epsilon", 0.0, "adam_epsilon must be within \\(0, 1\\)"),
+    ("learning_rate", 2.0, "learning_rate must be within \\(0, 1\\]"),
+    ("ema_decay", 1.0, "ema_decay must be within \\(0, 1\\) or null"),
+    ("context_dropout", 1.5, "context_dropout must be within 0..1"),
+    ("eval_guidance", 0.5, "eval_guidance must be at least 1"),
+    ("unet_in_channels", 0, "unet_in_channels must be a whole number within 1..64"),
+    ("max_steps", True, "max_steps must be int"),
+])
+def test_each_out_of_range_setting_is_named(setting, value, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"dataset": "d", "output_dir": "o", setting: value})
+    with pytest.raises(ConfigError, match="must be a JSON object of settings"):
+        config_from_dict(["not", "a", "dict"])
+
+
+def test_unusable_checkpoints_are_refused(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from partgen_models.training.unet import load_training_state, save_checkpoint
+
+    unet = widen_conv_in(UNet2DConditionModel(**TINY_ZERO123PP_CONFIGS["unet"]), 8)
+    with pytest.raises(ConfigError, match="partgen.json is missing or invalid"):
+        load_training_state(tmp_path, "segmentation", unet)
+    folder = save_checkpoint(tmp_path / "run", 5, "segmentation", unet, "zero123plus-v1.2", None, None, {})
+    assert load_training_state(folder, "segmentation", unet).step == 5
+    other = widen_conv_in(UNet2DConditionModel(**TINY_ZERO123PP_CONFIGS["unet"]), 13)
+    with pytest.raises(ConfigError, match="its UNet does not match this run's .*other shapes \\['conv_in.weight'\\]"):
+        load_training_state(folder, "segmentation", other)
+    (folder / "training_state" / "weights.safetensors").unlink()
+    with pytest.raises(ConfigError, match="training_state/ is missing or unreadable"):
+        load_training_state(folder, "segmentation", unet)

@@ -195,3 +195,23 @@ def test_command_line_builds_the_procedural_set(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["objects"] == 2 and summary["assets"] == 2
     assert builder.main([str(tmp_path / "nothing-here"), str(tmp_path / "out")]) == 2
+
+
+def test_foreign_shards_and_manifests_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"views": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "something-else"})
+    with pytest.raises(DatasetError, match="is not a partgen-training-object v1 shard"):
+        load_object(tmp_path / "other.safetensors")
+    save_file({"views": torch.zeros(1)}, str(tmp_path / "partial.safetensors"),
+              metadata={"format": "partgen-training-object", "version": "1"})
+    with pytest.raises(DatasetError, match="lacks tensors \\['input_image'"):
+        load_object(tmp_path / "partial.safetensors")
+    (tmp_path / "manifest.json").write_text('{"format": "other", "version": 1}')
+    with pytest.raises(DatasetError, match="expected 'partgen-training-set' v1"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(DatasetError, match="is not valid JSON"):
+        read_manifest(tmp_path)
+    assert builder.main([str(tmp_path / "out")]) == 2  # neither SOURCE nor --procedural
+    assert builder.main(["--procedural", "0", str(tmp_path / "out")]) == 2
