@@ -126,8 +126,9 @@ def _entries(text: str, origin: str) -> dict[str, EndpointConfig]:
             raise EndpointConfigError(
                 f"endpoint {name!r} in {origin} has unknown fields {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}{hint}"
             )
-        if "base_url" not in entry:
-            raise EndpointConfigError(f"endpoint {name!r} in {origin} has no base_url")
+        for required in ("base_url", "model"):
+            if required not in entry:
+                raise EndpointConfigError(f"endpoint {name!r} in {origin} has no {required}")
         found[str(name)] = EndpointConfig(name=str(name), origin=origin, **{k: entry[k] for k in _FIELDS if k in entry})
     return found
 
