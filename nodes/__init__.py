@@ -11,7 +11,7 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-STAGE_MODULES = ("multiview", "segmentation", "completion", "reconstruction", "export", "interop", "rendering")
+STAGE_MODULES = ("multiview", "segmentation", "completion", "reconstruction", "export", "interop", "rendering", "planning")
 
 
 def node_classes() -> list[type]:

@@ -303,3 +303,52 @@ def test_mis_shaped_checkpoint_is_refused(tiny_vlm_root, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="is not a Qwen3-VL checkpoint|could not be loaded as a Qwen3-VL"):
         load_local_vlm(folder)
+
+
+# --- ComfyUI's own text generation: prompt out, reply back ------------------------------------------
+
+def test_round_trip_prompt_to_canned_reply_to_plan():
+    from partgen_models.planning.planner import plan_from_reply
+
+    request = PlanRequest.from_text("hat, head", "bald under the hat")
+    prompt = combined_prompt(request, (48, 64))
+    assert '"hat", "head"' in prompt and "bald under the hat" in prompt
+    reply = "```json\n" + _reply(["head", "hat"]) + "\n```"  # what a chat model tends to send back
+    plan = plan_from_reply(reply, IMAGE, request, "text")
+    assert plan.names == ["hat", "head"] and plan.image_size == (48, 64) and plan.source == "text"
+
+
+def test_unusable_generated_text_says_how_to_fix_it():
+    from partgen_models.planning.planner import plan_from_reply
+
+    with pytest.raises(PlanReplyError, match="not a usable part plan: the reply is not JSON .* sampling off"):
+        plan_from_reply("a hat and a head", IMAGE, PlanRequest(("hat", "head")))
+
+
+# --- the named fallback: template prompts -----------------------------------------------------------
+
+def test_template_fallback_after_two_unusable_replies():
+    request = PlanRequest.from_text("hat, head", "the head is bald", on_unusable_reply="template")
+    plan = plan_parts(CannedVLM("no", "still no"), IMAGE, request)
+    assert plan.names == ["hat", "head"] and plan.source.startswith("template (fallback; vlm:canned")
+    assert "except the hat" in plan.prompts[0] and "white background" in plan.prompts[0]
+    assert "as the user wishes: the head is bald" in plan.prompts[1] and plan.parts[1].note == "the head is bald"
+
+
+def test_template_fallback_is_not_used_for_a_good_reply():
+    request = PlanRequest.from_text("hat, head", on_unusable_reply="template")
+    assert plan_parts(CannedVLM(_reply(["hat", "head"])), IMAGE, request).source == "vlm:canned"
+
+
+def test_template_fallback_needs_names_and_a_known_policy():
+    with pytest.raises(PlanRequestError, match="on_unusable_reply = template needs the part names"):
+        PlanRequest(on_unusable_reply="template")
+    with pytest.raises(PlanRequestError, match="on_unusable_reply must be one of error, template"):
+        PlanRequest(("hat",), on_unusable_reply="guess")
+
+
+def test_template_fallback_for_generated_text():
+    from partgen_models.planning.planner import plan_from_reply
+
+    request = PlanRequest.from_text("hat", on_unusable_reply="template")
+    assert plan_from_reply("garbage", IMAGE, request).names == ["hat"]

@@ -16,9 +16,17 @@ from typing import Optional, Protocol
 import torch
 
 from ..runtime import Runtime, default_runtime
-from .plan import PartPlan
+from .plan import PartPlan, PlannedPart
 from .reply import PlanReplyError, excerpt, parse_plan_reply
-from .request import SYSTEM_PROMPT, PlanRequest, PlanRequestError, check_finite, reask_prompt, user_prompt
+from .request import (
+    SYSTEM_PROMPT,
+    PlanRequest,
+    PlanRequestError,
+    check_finite,
+    reask_prompt,
+    template_prompt,
+    user_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +127,24 @@ def plan_parts(
     try:
         return parse_plan_reply(reply, request, image_size, source)
     except PlanReplyError as second:
+        if request.on_unusable_reply == "template":
+            logger.warning("the planner %r gave no usable plan (%s); using the template prompts (fallback)",
+                           model.name, second.problem)
+            return template_plan(request, image_size, f"template (fallback; {source} gave no usable plan)")
         raise PlanReplyError(
             f"the planner {model.name!r} gave no usable part plan, also when asked again: {second.problem} "
             f"(reply: {excerpt(reply)}). Name the parts in 'parts' if you left it empty, use temperature 0, "
             f"raise max_new_tokens if the reply was cut off, or choose a larger VLM",
             reply,
         ) from None
+
+
+def template_plan(request: PlanRequest, image_size: tuple[int, int], source: str = "template") -> PartPlan:
+    """The fallback plan: :func:`~.request.template_prompt` for each named part, the wishes as note."""
+    if not request.part_names:
+        raise PlanRequestError("template prompts need the part names: type them in 'parts'")
+    parts = tuple(PlannedPart(name, template_prompt(name, request.wishes), request.wishes) for name in request.part_names)
+    return PartPlan(parts, tuple(image_size), source)
 
 
 def plan_preview(plan: PartPlan) -> str:
@@ -136,3 +156,26 @@ def plan_preview(plan: PartPlan) -> str:
         if part.note:
             lines.append(f"   honours: {part.note}")
     return "\n".join(lines)
+
+
+def plan_from_reply(reply: str, image: torch.Tensor, request: PlanRequest, source: str = "text") -> PartPlan:
+    """A reply generated elsewhere (ComfyUI's core TextGenerate fed ``request.combined_prompt``) → a plan.
+
+    There is no second turn to re-ask in, so an unusable reply is an error that says how to get a better
+    one from the host's text generator.
+    """
+    image_size = image_size_of(image)
+    if not isinstance(reply, str):
+        raise PlanRequestError(f"the reply must be text (a STRING from a text-generation node), got {type(reply).__name__}")
+    try:
+        return parse_plan_reply(reply, request, image_size, source)
+    except PlanReplyError as error:
+        if request.on_unusable_reply == "template":
+            logger.warning("the generated text is no usable plan (%s); using the template prompts (fallback)", error.problem)
+            return template_plan(request, image_size, f"template (fallback; {source} gave no usable plan)")
+        raise PlanReplyError(
+            f"the generated text is not a usable part plan: {error.problem} (reply: {excerpt(reply)}). Feed the "
+            f"text generator the prompt of PartGen Plan Prompt unchanged, with sampling off and a max_length of at "
+            f"least 200 tokens per part, and give it the same image; or use PartGen Plan Parts, which asks again",
+            reply,
+        ) from None

@@ -21,6 +21,7 @@ from .plan import MAX_PARTS
 
 MAX_WISHES_CHARS = 4000  # a paragraph of wishes; longer text only dilutes the VLM's attention and costs tokens
 MAX_NAME_CHARS = 64
+UNUSABLE_REPLY_POLICIES = ("error", "template")
 
 
 class PlanRequestError(ValueError):
@@ -62,13 +63,25 @@ class PlanRequest:
     wishes: free text about how hidden areas should look ("the head under the hat is bald").
     max_parts: bound on the parts the VLM may propose when part_names is empty (1..16; each part costs
     one edit, one multi-view grid and one reconstruction downstream). Ignored when names are given.
+    on_unusable_reply: "error" (default) fails when the VLM's reply stays unusable; "template" is a
+    fallback that then writes :func:`template_prompt` for each named part (small VLMs often cannot keep
+    to the JSON format; the template keeps MMPart's instructions but describes nothing the VLM saw).
     """
 
     part_names: tuple[str, ...] = ()
     wishes: str = ""
     max_parts: int = 8
+    on_unusable_reply: str = "error"
 
     def __post_init__(self) -> None:
+        if self.on_unusable_reply not in UNUSABLE_REPLY_POLICIES:
+            raise PlanRequestError(
+                f"on_unusable_reply must be one of {', '.join(UNUSABLE_REPLY_POLICIES)}, got {self.on_unusable_reply!r}"
+            )
+        if self.on_unusable_reply == "template" and not self.part_names:
+            raise PlanRequestError(
+                "on_unusable_reply = template needs the part names: type them in 'parts' (the template cannot propose parts)"
+            )
         if not isinstance(self.max_parts, int) or not 1 <= self.max_parts <= MAX_PARTS:
             raise PlanRequestError(f"max_parts must be an integer within 1..{MAX_PARTS}, got {self.max_parts!r}")
         if len(self.part_names) > MAX_PARTS:
@@ -80,8 +93,8 @@ class PlanRequest:
             )
 
     @classmethod
-    def from_text(cls, parts: str, wishes: str = "", max_parts: int = 8) -> "PlanRequest":
-        return cls(parse_part_list(parts), (wishes or "").strip(), max_parts)
+    def from_text(cls, parts: str, wishes: str = "", max_parts: int = 8, on_unusable_reply: str = "error") -> "PlanRequest":
+        return cls(parse_part_list(parts), (wishes or "").strip(), max_parts, on_unusable_reply)
 
     @property
     def limit(self) -> int:
@@ -149,6 +162,18 @@ def reask_prompt(problem: str, request: PlanRequest) -> str:
     return (
         f"Your reply could not be used: {problem}. Reply again with only the JSON object "
         f'{{"parts": [{{"name": ..., "prompt": ..., "note": ...}}]}}, one entry per part.{names}'
+    )
+
+
+def template_prompt(name: str, wishes: str) -> str:
+    """The fallback isolation prompt for one part: MMPart's instructions without the VLM's description
+    of the part (so pose, lighting and state are only asked to stay as in the image)."""
+    hidden = f" as the user wishes: {wishes}" if wishes else " plausibly, consistent with its pose, adding nothing under it"
+    return (
+        f"Remove everything from the image except the {name}. Keep the {name} exactly as it appears in the image: the "
+        f"same shape, colours, materials, pose, orientation, viewing angle, lighting and state. Complete the areas of the "
+        f"{name} that other parts hide{hidden}. Plain white background, no shadow, no other object; the same framing, "
+        f"camera, scale and image size as the input image, with the {name} at the same position in the frame."
     )
 
 
