@@ -352,3 +352,76 @@ def test_template_fallback_for_generated_text():
 
     request = PlanRequest.from_text("hat", on_unusable_reply="template")
     assert plan_from_reply("garbage", IMAGE, request).names == ["hat"]
+
+
+# --- the remaining error messages ---------------------------------------------------------------------
+
+def test_request_with_too_many_names_is_refused():
+    with pytest.raises(PlanRequestError, match="at most 16 parts can be planned, got 17"):
+        PlanRequest(tuple(f"p{i}" for i in range(17)))
+
+
+def test_generated_text_must_be_text():
+    from partgen_models.planning.planner import plan_from_reply
+
+    with pytest.raises(PlanRequestError, match="the reply must be text .* got list"):
+        plan_from_reply(["a"], IMAGE, REQUEST)
+
+
+def test_template_plan_needs_names():
+    from partgen_models.planning.planner import template_plan
+
+    with pytest.raises(PlanRequestError, match="template prompts need the part names"):
+        template_plan(PlanRequest(), (8, 8))
+
+
+def test_overlong_name_in_reply_is_refused():
+    with pytest.raises(PlanReplyError, match="part 1's name is longer than 64 characters"):
+        parse_plan_reply(json.dumps([{"name": "x" * 65, "prompt": "p"}]), PlanRequest(), (8, 8), "t")
+
+
+def test_no_models_folder_is_named():
+    with pytest.raises(WeightsError, match="no models folder is configured"):
+        resolve_vlm_folder("Qwen3-VL-4B-Instruct", [])
+
+
+def _copy(tiny_vlm_root: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "vlm" / "copy"
+    shutil.copytree(tiny_vlm_root / "vlm" / "Qwen3-VL-4B-Instruct", folder)
+    return folder
+
+
+def test_folder_without_weights_is_named(tiny_vlm_root, tmp_path):
+    folder = _copy(tiny_vlm_root, tmp_path)
+    (folder / "model.safetensors.index.json").unlink()
+    with pytest.raises(WeightsError, match="has neither model.safetensors nor model.safetensors.index.json"):
+        load_local_vlm(folder)
+
+
+def test_unreadable_index_is_named(tiny_vlm_root, tmp_path):
+    folder = _copy(tiny_vlm_root, tmp_path)
+    (folder / "model.safetensors.index.json").write_text("{")
+    with pytest.raises(WeightsError, match="is not a readable weights index"):
+        load_local_vlm(folder)
+
+
+def test_unreadable_config_is_named(tiny_vlm_root, tmp_path):
+    folder = _copy(tiny_vlm_root, tmp_path)
+    (folder / "config.json").write_text("not json")
+    with pytest.raises(WeightsError, match="config.json is missing or unreadable"):
+        load_local_vlm(folder)
+
+
+def test_missing_processor_is_named(tiny_vlm_root, tmp_path):
+    folder = _copy(tiny_vlm_root, tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(WeightsError, match="lacks a readable Qwen3-VL processor/tokenizer"):
+        load_local_vlm(folder)
+
+
+def test_missing_chat_template_is_named(tiny_vlm_root, tmp_path):
+    folder = _copy(tiny_vlm_root, tmp_path)
+    (folder / "chat_template.jinja").unlink()
+    with pytest.raises(WeightsError, match="has no chat template"):
+        load_local_vlm(folder)

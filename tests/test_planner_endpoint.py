@@ -269,3 +269,18 @@ def test_redact_removes_key_and_echoed_pieces():
     assert redact(f"key {KEY} used", KEY) == "key [redacted] used"
     assert KEY[-4:] not in redact(f"Incorrect API key provided: {KEY[:6]}***{KEY[-4:]}.", KEY)
     assert redact("nothing to hide", "") == "nothing to hide"
+
+
+def test_bad_endpoint_name_and_entry_are_named():
+    with pytest.raises(EndpointConfigError, match="names are 1-64 letters"):
+        load_endpoints(None, {ENDPOINTS_ENV: json.dumps({"bad/name": {"base_url": "http://h/v1", "model": "m"}})})
+    with pytest.raises(EndpointConfigError, match="endpoint 'e' in .* must be an object with base_url and model"):
+        load_endpoints(None, {ENDPOINTS_ENV: json.dumps({"e": "http://h/v1"})})
+
+
+def test_oversized_reply_is_refused(server, endpoint, monkeypatch):
+    import partgen_models.planning.endpoint as endpoint_module
+
+    monkeypatch.setattr(endpoint_module, "MAX_REPLY_BYTES", 64)
+    with pytest.raises(EndpointError, match="sent more than 64 bytes; that is not a chat reply"):
+        _chat(endpoint)

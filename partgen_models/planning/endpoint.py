@@ -281,7 +281,7 @@ class EndpointVLM:
     def _reply_text(self, body: bytes, key: str) -> str:
         where = f"the endpoint {self.name!r} ({self.config.host})"
         if len(body) > MAX_REPLY_BYTES:
-            raise EndpointError(f"{where} sent more than {MAX_REPLY_BYTES // 2**20} MB; that is not a chat reply")
+            raise EndpointError(f"{where} sent more than {MAX_REPLY_BYTES} bytes; that is not a chat reply")
         try:
             reply = json.loads(body)
             content = reply["choices"][0]["message"]["content"]
