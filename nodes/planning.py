@@ -120,9 +120,9 @@ class LoadVLM(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input("model", options=choices, default=DEFAULT_VLM,
-                               tooltip="Qwen3-VL-2B/4B/8B-Instruct: about 5 / 10 / 19 GB of VRAM in bf16 (half that "
-                                       "download size again in fp32), plus about 0.15 MB per generated token. 4B is the "
-                                       "default: reliable JSON plans; 2B for 6-8 GB cards; 8B writes the most precise prompts."),
+                               tooltip="Qwen3-VL-2B/4B/8B-Instruct: about 5 / 10 / 19 GB of VRAM in bf16 (twice that in "
+                                       "fp32), plus about 0.15 MB per prompt or reply token (4B). 4B is the default; 2B fits "
+                                       "6-8 GB cards but keeps to the JSON format less often; 8B for 24 GB cards."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="auto: bf16/fp16 on a GPU, fp32 on CPU. fp32 doubles the VRAM of the weights."),
             ],
@@ -199,7 +199,7 @@ class PlanParts(io.ComfyNode):
                                      "0.15 MB per token (4B, bf16)."),
                 io.Int.Input("image_max_side", default=_DEFAULTS.image_max_side, min=64, max=MAX_IMAGE_SIDE,
                              tooltip="The image is scaled down to this longer side before the VLM sees it. Qwen3-VL spends "
-                                     "one token per 32x32 pixels (768: at most 576 tokens, about 0.1 GB of activations)."),
+                                     "one token per 32x32 pixels (768: at most 576 image tokens); time and memory grow with that count."),
                 _fallback_input(),
             ],
             outputs=_plan_output_sockets(),
