@@ -20,6 +20,10 @@ class MultiView:
     c2w: ``[V,4,4]`` OpenGL camera-to-world matrices (see ``partgen_models.cameras``).
     input_image: ``[H,W,3]`` the prepared conditioning image the views were generated from (the
         view at azimuth 0), or None when the views did not come from an image.
+    crop_box: ``(top, left, side)`` of the square, in the original image's pixels, that was cropped
+        (zero-padded where it leaves the image) and resized into ``input_image``; MMPart placement
+        undoes it to put the object back where it was in the original image. None when unknown.
+    source_size: ``(height, width)`` of the original image ``crop_box`` refers to.
     """
 
     images: torch.Tensor
@@ -29,6 +33,8 @@ class MultiView:
     layout: str
     background: tuple[float, float, float]
     input_image: Optional[torch.Tensor] = None
+    crop_box: Optional[tuple[int, int, int]] = None
+    source_size: Optional[tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         v, h, w, c = self.images.shape

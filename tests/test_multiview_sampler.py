@@ -93,6 +93,14 @@ def test_generate_views_returns_views_with_cameras():
     assert torch.allclose(views.c2w, model.layout.camera_to_world())
     assert views.input_image.shape == (512, 512, 3)
     assert torch.equal(views.grid()[:64, 64:], views.images[1])
+    image = _object_image()
+    assert views.source_size == tuple(image.shape[1:3])
+    top, left, side = views.crop_box  # the square around the object that became input_image
+    covered = (image[0] - 1.0).abs().amax(-1) > 0.1
+    rows, cols = torch.nonzero(covered.any(1)).flatten(), torch.nonzero(covered.any(0)).flatten()
+    assert side == round(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1).item() / FAST.foreground_ratio)
+    assert abs(top + side / 2 - (rows[0] + rows[-1] + 1).item() / 2) <= 1
+    assert abs(left + side / 2 - (cols[0] + cols[-1] + 1).item() / 2) <= 1
 
 
 def test_a_batch_gives_one_grid_per_image():

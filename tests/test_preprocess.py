@@ -95,3 +95,19 @@ def test_view_alpha_from_a_known_background():
     views[:, 2:6, 2:6] = 0.2
     alpha = estimate_alpha_from_background(views, (1.0, 1.0, 1.0))
     assert alpha.shape == (2, 8, 8) and alpha[0, 0, 0] == 0 and alpha[0, 3, 3] == 1
+
+
+def test_crop_boxes_record_the_square_cut_from_the_original_pixels():
+    """MMPart placement undoes the crop: the box maps the prepared image back onto the original."""
+    boxes: list = []
+    prepared = prepare_condition_images(_scene(), None, background=1.0, foreground_ratio=0.85, size=200,
+                                        crop_boxes=boxes)
+    assert len(boxes) == 1
+    top, left, side = boxes[0]
+    assert side == round(40 / 0.85)  # the 40 px object spans 85% of the square's side
+    assert (top + side / 2, left + side / 2) == pytest.approx((40.0, 60.0), abs=0.5)  # centred on the object
+    # pixel (row, col) of the prepared image comes from (top + row * side / size, left + col * side / size)
+    p_top, p_bottom, p_left, p_right = _object_box(prepared, (1.0, 1.0, 1.0))
+    scale = side / 200
+    assert top + p_top * scale == pytest.approx(20, abs=1.0) and top + (p_bottom + 1) * scale == pytest.approx(60, abs=1.0)
+    assert left + p_left * scale == pytest.approx(40, abs=1.0) and left + (p_right + 1) * scale == pytest.approx(80, abs=1.0)

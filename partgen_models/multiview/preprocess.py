@@ -135,8 +135,13 @@ def prepare_condition_images(
     foreground_ratio: float = 0.85,
     size: int = 512,
     mask_marks: str = "auto",
+    crop_boxes: Optional[list[tuple[int, int, int]]] = None,
 ) -> torch.Tensor:
-    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]``: the object centred, scaled, on ``background``."""
+    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]``: the object centred, scaled, on ``background``.
+
+    ``crop_boxes``: when a list is given, the ``(top, left, side)`` square cropped from each image (in
+    its pixels) is appended to it, so that callers can map the prepared image back (MMPart placement).
+    """
     image = _check_image(image)
     batch, height, width, channels = image.shape
     masks = _masks_per_image(mask, batch, height, width)
@@ -149,6 +154,8 @@ def prepare_condition_images(
         if alpha is None:
             alpha = alpha_from_background(rgb, index)
         top, left, side = square_crop_box(alpha, foreground_ratio, index)
+        if crop_boxes is not None:
+            crop_boxes.append((top, left, side))
         rgba = _crop_padded(torch.cat([rgb, alpha[..., None]], dim=-1), top, left, side)  # (side, side, 4)
         composite = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
         resized = F.interpolate(

@@ -300,17 +300,19 @@ def generate_views(
     the border). Without a usable mask the foreground is estimated from a plain background colour.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
+    crop_boxes: list[tuple[int, int, int]] = []
     prepared = prepare_condition_images(
         image, mask, background=model.flavour.input_background, foreground_ratio=options.foreground_ratio,
-        size=REFERENCE_SIZE, mask_marks=mask_marks,
+        size=REFERENCE_SIZE, mask_marks=mask_marks, crop_boxes=crop_boxes,
     )  # (B, 512, 512, 3) float in 0..1
+    source_size = (int(image.shape[-3]), int(image.shape[-2]))
     images_uint8 = (prepared * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     grids = sample_grid(model, images_uint8, options, runtime)  # (B, 3, H, W)
     layout = model.layout
     background = (model.flavour.output_background,) * 3
     c2w = layout.camera_to_world()
     results = []
-    for grid, source in zip(grids, prepared):
+    for grid, source, crop_box in zip(grids, prepared, crop_boxes):
         views = grid_to_views(grid.permute(1, 2, 0), layout.rows, layout.cols)  # (6, S, S, 3)
         results.append(
             MultiView(
@@ -321,6 +323,8 @@ def generate_views(
                 layout=layout.name,
                 background=background,
                 input_image=source.contiguous(),
+                crop_box=crop_box,
+                source_size=source_size,
             )
         )
     return results
