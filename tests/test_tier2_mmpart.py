@@ -45,7 +45,7 @@ def test_ci_twin_swaps_only_the_edit_step():
                 assert mine == value, (nid, name, mine, value)
     stand_in = {node["class_type"] for nid, node in twin.items() if nid not in kept}
     assert not stand_in & EDIT_NODES and stand_in <= {"InvertMask", "EmptyImage", "SolidMask", "MaskComposite",
-                                                      "ImageCompositeMasked", "ImageBatch"}, stand_in
+                                                      "ImageCompositeMasked", "ImageBatch", "RebatchImages"}, stand_in
 
 
 @pytest.fixture(scope="module")
