@@ -11,7 +11,8 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-STAGE_MODULES = ("multiview", "segmentation", "completion", "reconstruction", "export", "interop", "rendering", "mmpart")
+STAGE_MODULES = ("multiview", "segmentation", "completion", "reconstruction", "export", "interop", "rendering", "planning",
+                 "mmpart")
 
 
 def node_classes() -> list[type]:

@@ -294,3 +294,22 @@ METRIC_MODELS: dict[str, OfficialModel] = {
         ),
     )
 }
+
+
+# Planner VLMs for MMPart (transformers' layout, as released), each in vlm/<repository name>/.
+# ``required`` names the weights index (sharded releases) or the single weights file; the loader
+# then checks every shard the index lists.
+_VLM_FILES = ("*.json", "*.safetensors", "*.jinja", "merges.txt", "vocab.json")
+VLM_MODELS: dict[str, OfficialModel] = {
+    name: OfficialModel(
+        f"vlm/{name}", f"Qwen/{name}", _VLM_FILES, ("config.json", "tokenizer_config.json", weights),
+        "Apache-2.0", f"{name} ({description})",
+    )
+    for name, weights, description in (
+        ("Qwen3-VL-2B-Instruct", "model.safetensors", "2.1B parameters, about 4.3 GB; about 5 GB of VRAM in bf16"),
+        ("Qwen3-VL-4B-Instruct", "model.safetensors.index.json",
+         "4.4B parameters, about 8.9 GB; about 10 GB of VRAM in bf16"),
+        ("Qwen3-VL-8B-Instruct", "model.safetensors.index.json",
+         "8.8B parameters, about 17.5 GB; about 19 GB of VRAM in bf16"),
+    )
+}

@@ -45,8 +45,18 @@ API_WORKFLOWS = REPO_ROOT / "workflows" / "api"  # API twins of the UI workflows
 # since validation only checks that a name is listed.
 VALIDATE_ONLY_WORKFLOWS = {
     "text_to_parts_api.json": "needs a core text-to-image checkpoint (Stable Diffusion 1.5)",
+    "image_to_parts_mmpart_api.json": "needs a core image-edit model (Qwen-Image-Edit-2511); its CI twin runs instead",
 }
-_PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints")}
+_PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
+                             "UNETLoader": ("unet_name", "diffusion_models"),
+                             "CLIPLoader": ("clip_name", "text_encoders"),
+                             "VAELoader": ("vae_name", "vae")}
+# CI twins: a shipped workflow with only the step tests cannot run (a core model that cannot load a tiny
+# checkpoint) swapped for core nodes, executed on the tiny checkpoints. UI file (with notes saying what
+# was swapped) in tests/workflows/, its API form in tests/workflows/api/; keyed by the shipped twin.
+CI_TWIN_WORKFLOWS = {
+    "image_to_parts_mmpart_api.json": REPO_ROOT / "tests" / "workflows" / "api" / "image_to_parts_mmpart_ci_api.json",
+}
 _UNPACKED_MARKER = ".partgen-unpacked"
 
 # Modules ComfyUI 0.3.75 imports at startup (headless, CPU) beyond torch/torchvision: see
@@ -291,6 +301,11 @@ def load_api_workflows(validate_only: bool = False) -> dict[str, dict[str, Any]]
         if (path.name in VALIDATE_ONLY_WORKFLOWS) == validate_only:
             out[path.name] = json.loads(path.read_text())
     return out
+
+
+def load_ci_twins() -> dict[str, dict[str, Any]]:
+    """The CI twins (``CI_TWIN_WORKFLOWS``), keyed by their own file name."""
+    return {path.name: json.loads(path.read_text()) for path in CI_TWIN_WORKFLOWS.values()}
 
 
 def core_smoke_prompt(width: int = 64, height: int = 48, prefix: str = "harness_smoke") -> dict:
