@@ -15,8 +15,9 @@ import torch
 
 @dataclass(frozen=True)
 class Part:
-    """One named mesh. vertices ``[N,3]`` float32, faces ``[M,3]`` int64, vertex_colors ``[N,3]`` in 0..1,
-    transform ``[4,4]`` placing the part in the object frame (identity when vertices already are)."""
+    """One named mesh. vertices ``[N,3]`` float32, faces ``[M,3]`` int64, vertex_colors ``[N,3]`` in 0..1
+    (display colours, sRGB), transform ``[4,4]`` placing the part in the object frame (identity when
+    vertices already are; see :func:`placed_mesh`)."""
 
     name: str
     vertices: torch.Tensor
@@ -24,6 +25,7 @@ class Part:
     vertex_colors: torch.Tensor
     transform: torch.Tensor = field(default_factory=lambda: torch.eye(4))
     display_color: Optional[tuple[float, float, float]] = None
+    source: str = ""  # what made the part ("reconstruction", "procedural", "file:chair.glb"), for export metadata
 
     def __post_init__(self) -> None:
         if self.vertices.ndim != 2 or self.vertices.shape[-1] != 3:
@@ -45,3 +47,31 @@ def zup_to_gltf(points: torch.Tensor) -> torch.Tensor:
     normals are preserved.
     """
     return points[..., [1, 2, 0]]
+
+
+def place(vertices: torch.Tensor, faces: torch.Tensor, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertices ``[N,3]`` and faces ``[M,3]`` moved by ``transform`` ``[4,4]`` into its parent frame.
+
+    The one placement rule every stage uses (export, MESH interop, renderer, loader): vertices in
+    float64, and a mirroring transform (negative determinant) reverses the winding so the surface
+    keeps facing outwards, as glTF asks of importers (glTF 2.0 §3.7.4, "determinant of the world
+    transform"). An identity transform returns the inputs unchanged, bit for bit.
+    """
+    transform = transform.to(torch.float64)
+    points = vertices.to(torch.float64)
+    faces = faces.long()
+    if torch.equal(transform, torch.eye(4, dtype=torch.float64)):
+        return points, faces
+    points = points @ transform[:3, :3].T + transform[:3, 3]
+    if is_mirroring(transform):
+        faces = faces.flip(-1)
+    return points, faces
+
+
+def is_mirroring(transform: torch.Tensor) -> bool:
+    return bool(torch.det(transform[:3, :3].to(torch.float64)) < 0)
+
+
+def placed_mesh(part: Part) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part's vertices (float64) and faces in the object frame: :func:`place` with its ``transform``."""
+    return place(part.vertices, part.faces, part.transform)
