@@ -256,6 +256,13 @@ def scene_glb(prepared: Sequence[PreparedPart], options: ExportOptions, object_n
                      root_extras={"partgen": {"format": "partgen-parts/1", "parts": len(prepared)}})
 
 
+def parts_glb_bytes(parts: Sequence[Part], object_name: str, options: ExportOptions = ExportOptions()) -> bytes:
+    """The assembled scene Save Parts writes, as bytes (for callers that write files themselves)."""
+    check_parts(parts)
+    prepared = [prepare_part(part, name, options.crease_angle) for part, name in zip(parts, _unique_names(parts))]
+    return scene_glb(prepared, options, object_name)
+
+
 def _obj_files(prepared: PreparedPart, options: ExportOptions, stem: str, root: np.ndarray) -> dict[str, bytes]:
     """OBJ (Y up) with the part as object ``o`` and material, plus its ``.mtl``. OBJ has no pivot,
     so vertices are written in the object frame; colours as ``v x y z r g b`` (sRGB, as OBJ readers

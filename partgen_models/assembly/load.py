@@ -137,14 +137,21 @@ def _gltf_nodes(path: Path) -> tuple[list[dict], dict[str, int], Optional[GltfDo
     return nodes, {name: i for i, name in names.items()}, document
 
 
-def _primitive_colors(document: Optional[GltfDocument]) -> dict[bytes, np.ndarray]:
-    """Linear ``COLOR_0`` of each primitive, keyed by its POSITION bytes (float32), decoded at full
-    precision (trimesh rounds colours to 8 bits, which loses the darks once converted to sRGB)."""
-    colors: dict[bytes, np.ndarray] = {}
+def _primitive_colors(document: Optional[GltfDocument]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Linear ``COLOR_0`` of each primitive at full precision (trimesh rounds colours to 8 bits,
+    which loses the darks once converted to sRGB), with its positions, keyed by the geometry name
+    trimesh gives that primitive (``unique_name`` of the mesh name, in mesh and primitive order)."""
+    from trimesh.util import unique_name
+
+    colors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if document is None:
         return colors
+    names: dict[str, None] = {}
+    counts: dict = {}
     for mesh in document.json.get("meshes", []):
         for primitive in mesh.get("primitives", []):
+            name = unique_name(mesh.get("name", "GLTF"), names, counts=counts)
+            names[name] = None
             attributes = primitive.get("attributes", {})
             if "COLOR_0" not in attributes or "POSITION" not in attributes:
                 continue
@@ -154,7 +161,7 @@ def _primitive_colors(document: Optional[GltfDocument]) -> dict[bytes, np.ndarra
             except (ValueError, KeyError, IndexError, TypeError):
                 continue
             if len(linear) == len(positions):
-                colors[positions.tobytes()] = linear
+                colors[name] = (positions, linear)
     return colors
 
 
@@ -173,7 +180,7 @@ def _world_pieces(scene, path: Path, key_of, name_of, order_of, colors_of) -> li
         vertices = np.asarray(geometry.vertices, dtype=np.float64)
         faces = np.asarray(geometry.faces, dtype=np.int64)
         order = (*order_of(key, faces), loaded_order[geometry_name])
-        pieces.append(_Piece(key, name_of(key), order, vertices, faces, colors_of(geometry),
+        pieces.append(_Piece(key, name_of(key), order, vertices, faces, colors_of(geometry_name, geometry),
                              np.asarray(transform, dtype=np.float64), {}))
     return pieces
 
@@ -198,10 +205,11 @@ def _gltf_pieces(scene, path: Path, suffix: str) -> list[_Piece]:
     def order_of(key, faces):
         return (key if isinstance(key, int) else len(nodes), str(key))
 
-    def colors_of(geometry):
-        exact = linear_colors.get(np.asarray(geometry.vertices, dtype=np.float32).tobytes())
-        if exact is not None:
-            return linear_to_srgb(exact)
+    def colors_of(geometry_name, geometry):
+        positions, linear = linear_colors.get(geometry_name, (None, None))
+        # used only when it is certainly this primitive: the same positions, bit for bit
+        if positions is not None and np.array_equal(positions, np.asarray(geometry.vertices, dtype=np.float32)):
+            return linear_to_srgb(linear)
         colors, linear = _vertex_colors(geometry)
         return linear_to_srgb(colors) if linear else colors
 
@@ -219,7 +227,7 @@ def _obj_pieces(scene, path: Path) -> list[_Piece]:
     def order_of(key, faces):  # file order: the first vertex an object's faces use
         return (int(faces.min()) if len(faces) else 0, key)
 
-    pieces = _world_pieces(scene, path, key_of, str, order_of, lambda geometry: _vertex_colors(geometry)[0])
+    pieces = _world_pieces(scene, path, key_of, str, order_of, lambda name, geometry: _vertex_colors(geometry)[0])
     for piece in pieces:  # trimesh hands every OBJ object all of the file's vertices
         used, faces = np.unique(piece.faces, return_inverse=True)
         piece.vertices, piece.colors, piece.faces = piece.vertices[used], piece.colors[used], faces.reshape(-1, 3)
