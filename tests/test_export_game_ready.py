@@ -46,18 +46,32 @@ def car_parts():
 
 
 def test_gltf_colour_is_linear_and_reads_back_as_the_display_colour(tmp_path, car_parts):
-    result = export_parts(car_parts, tmp_path, ExportOptions("colour/car"))
+    gradient = _part("gradient", trimesh.creation.icosphere(1), (0, 3, 0))
+    gradient = Part("gradient", gradient.vertices, gradient.faces,
+                    torch.linspace(0, 1, len(gradient.vertices))[:, None].repeat(1, 3) * torch.tensor(BLUE))
+    result = export_parts(car_parts + [gradient], tmp_path, ExportOptions("colour/car"))
     document, nodes = read_glb(tmp_path / result.scene)
     manifest = json.loads((tmp_path / result.manifest).read_text())
-    body = next(n for n in nodes if n.name == "body")
-    assert document["accessors"][document["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"]]["componentType"] == 5126
-    # what a glTF reader shows: the stored (linear) value encoded for display
-    shown = np.round(to_srgb(body.linear_colors) * 255)
-    assert (shown == [31, 76, 217]).all()
+    by_name = {n.name: n for n in nodes}
+    # a single-coloured part: the colour is the material's (linear) base colour factor, no COLOR_0
+    body = by_name["body"]
+    factor = np.array(body.material["pbrMetallicRoughness"]["baseColorFactor"][:3])
+    assert body.linear_colors is None
+    assert factor == pytest.approx([0.0137, 0.0723, 0.6939], abs=1e-3)  # linear, not the sRGB bytes
+    assert (np.round(to_srgb(factor) * 255) == [31, 76, 217]).all()  # what a glTF reader shows
     assert (np.round(np.array(manifest["parts"][0]["display_color"]) * 255) == [31, 76, 217]).all()
-    assert body.linear_colors[0] == pytest.approx([0.0137, 0.0723, 0.6939], abs=1e-3)  # not the sRGB bytes
-    for node, part in zip([n for n in nodes if n.positions is not None], car_parts):
-        assert np.abs(to_srgb(node.linear_colors) - part.vertex_colors[0].numpy()).max() < 1e-4, part.name
+    # a part with varying colours: linear float COLOR_0 under a white factor
+    node = by_name["gradient"]
+    accessor = document["accessors"][document["meshes"][3]["primitives"][0]["attributes"]["COLOR_0"]]
+    assert accessor["componentType"] == 5126 and accessor["type"] == "VEC3"
+    assert node.material["pbrMetallicRoughness"]["baseColorFactor"] == [1.0, 1.0, 1.0, 1.0]
+    shown = to_srgb(node.linear_colors)
+    assert np.abs(shown - gradient.vertex_colors.numpy()).max() < 1e-4
+    assert np.abs(node.linear_colors - gradient.vertex_colors.numpy()).max() > 0.1
+    # and Load Parts gives back the display colours
+    loaded = {p.name: p for p in load_parts(tmp_path / result.scene)}
+    for part in car_parts + [gradient]:
+        assert (loaded[part.name].vertex_colors - part.vertex_colors).abs().max() < 1e-5, part.name
 
 
 def test_each_part_has_a_pbr_material_named_after_it(tmp_path, car_parts):
@@ -69,7 +83,8 @@ def test_each_part_has_a_pbr_material_named_after_it(tmp_path, car_parts):
         assert material["name"] == name
         pbr = material["pbrMetallicRoughness"]
         assert pbr["metallicFactor"] == 0.0 and pbr["roughnessFactor"] == 0.55
-        assert pbr["baseColorFactor"] == [1.0, 1.0, 1.0, 1.0]  # the vertex colours show unchanged
+        part = next(p for p in car_parts if p.name == name)
+        assert to_srgb(np.array(pbr["baseColorFactor"][:3])) == pytest.approx(part.vertex_colors[0].numpy(), abs=1e-5)
 
 
 def test_normals_are_angle_weighted_split_at_creases_and_face_outwards(tmp_path, car_parts):

@@ -231,8 +231,16 @@ def placed_vertices(part: Part) -> np.ndarray:
 
 
 def _material(prepared: PreparedPart, options: ExportOptions) -> Material:
-    # Vertex colours carry the colour; the factor stays white so they show unchanged.
+    """A single-coloured part carries its colour in the material (so every viewer shows it, Blender's
+    Solid view included); otherwise the factor stays white and the vertex colours show unchanged."""
+    if _is_uniform(prepared.colors):
+        linear = srgb_to_linear(prepared.colors[0])
+        return Material(name=prepared.part.name, base_color=(*map(float, linear), 1.0), roughness=options.roughness)
     return Material(name=prepared.part.name, roughness=options.roughness)
+
+
+def _is_uniform(colors: np.ndarray) -> bool:
+    return len(colors) > 0 and float(np.ptp(colors, axis=0).max()) < 1e-6
 
 
 def _extras(prepared: PreparedPart) -> dict:
@@ -245,7 +253,8 @@ def _extras(prepared: PreparedPart) -> dict:
 def _mesh_node(prepared: PreparedPart, options: ExportOptions, matrix: np.ndarray) -> MeshNode:
     return MeshNode(name=prepared.part.name, positions=prepared.positions.astype(np.float32),
                     triangles=prepared.triangles, material=_material(prepared, options),
-                    normals=prepared.normals, colors=srgb_to_linear(prepared.colors).astype(np.float32),
+                    normals=prepared.normals,
+                    colors=None if _is_uniform(prepared.colors) else srgb_to_linear(prepared.colors).astype(np.float32),
                     matrix=matrix, extras=_extras(prepared))
 
 

@@ -138,8 +138,9 @@ def _gltf_nodes(path: Path) -> tuple[list[dict], dict[str, int], Optional[GltfDo
 
 
 def _primitive_colors(document: Optional[GltfDocument]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Linear ``COLOR_0`` of each primitive at full precision (trimesh rounds colours to 8 bits,
-    which loses the darks once converted to sRGB), with its positions, keyed by the geometry name
+    """Linear colour of each primitive at full precision, ``COLOR_0`` times the base colour factor or
+    the factor alone (trimesh rounds colours to 8 bits, which loses the darks once converted to
+    sRGB), with its positions, keyed by the geometry name
     trimesh gives that primitive (``unique_name`` of the mesh name, in mesh and primitive order)."""
     from trimesh.util import unique_name
 
@@ -153,16 +154,36 @@ def _primitive_colors(document: Optional[GltfDocument]) -> dict[str, tuple[np.nd
             name = unique_name(mesh.get("name", "GLTF"), names, counts=counts)
             names[name] = None
             attributes = primitive.get("attributes", {})
-            if "COLOR_0" not in attributes or "POSITION" not in attributes:
+            factor = _plain_material_color(document.json, primitive)
+            if ("COLOR_0" not in attributes and factor is None) or "POSITION" not in attributes:
                 continue
             try:
                 positions = read_accessor(document, attributes["POSITION"]).astype(np.float32)
-                linear = read_accessor(document, attributes["COLOR_0"])[:, :3]
+                if "COLOR_0" in attributes:
+                    linear = read_accessor(document, attributes["COLOR_0"])[:, :3]
+                    if factor is not None:  # glTF multiplies vertex colours by the base colour factor
+                        linear = linear * factor
+                else:
+                    linear = np.tile(factor, (len(positions), 1))
             except (ValueError, KeyError, IndexError, TypeError):
                 continue
             if len(linear) == len(positions):
                 colors[name] = (positions, linear)
     return colors
+
+
+def _plain_material_color(document: dict, primitive: dict) -> Optional[np.ndarray]:
+    """The linear base colour factor of a primitive's material when it has no base-colour texture."""
+    try:
+        pbr = document["materials"][primitive["material"]].get("pbrMetallicRoughness", {})
+    except (KeyError, IndexError, TypeError):
+        return None
+    if "baseColorTexture" in pbr:
+        return None
+    factor = pbr.get("baseColorFactor", [1.0, 1.0, 1.0, 1.0])
+    if not (isinstance(factor, list) and len(factor) == 4 and all(isinstance(c, (int, float)) for c in factor)):
+        return None
+    return np.clip(np.asarray(factor[:3], dtype=np.float64), 0.0, 1.0)
 
 
 def _world_pieces(scene, path: Path, key_of, name_of, order_of, colors_of) -> list[_Piece]:
