@@ -98,10 +98,12 @@ class Reconstruct(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "target_faces",
-                    default=0,
+                    default=20_000,
                     min=0,
                     max=10_000_000,
-                    tooltip="Decimate each part to about this many faces; 0 keeps the full mesh.",
+                    tooltip="Decimate each part to about this many faces (quadric decimation, about 1 s of CPU per "
+                    "200k faces; memory ~1 KB per face). 0 keeps the full mesh: ~100-200k faces per part at grid "
+                    "128, heavy in editors and engines.",
                 ),
                 io.Combo.Input(
                     "view_subset",

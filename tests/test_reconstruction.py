@@ -1,5 +1,6 @@
 import logging
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -128,3 +129,27 @@ def test_bad_views_say_what_is_wrong(nerf_model):
         rec.reconstruct_parts(nerf_model, four)
     with pytest.raises(ValueError, match="views must be one of"):
         ReconstructionOptions(views="1,2")
+
+
+def _open_edges(faces: torch.Tensor) -> int:
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+    _, counts = torch.unique(edges, dim=0, return_counts=True)
+    return int((counts != 2).sum())
+
+
+@pytest.mark.parametrize("variant", ["mesh", "nerf"])
+def test_random_weights_give_closed_surfaces_at_the_grid_boundary(tmp_path, variant):
+    """Untrained weights give fields that are still inside where the grid ends; the surface must close there."""
+    name = "instant_mesh_large.ckpt" if variant == "mesh" else "instant_nerf_large.ckpt"
+    model = load_instantmesh(write_tiny_instantmesh(tmp_path / name, variant, seed=0))
+    planes = torch.randn(1, 3, model.config.triplane_dim, 16, 16, generator=torch.Generator().manual_seed(1))
+    extract = rec.extract_flexicubes if variant == "mesh" else rec.extract_marching_cubes
+    options = ReconstructionOptions(memory_budget_mb=64, density_threshold=0.3)  # about the random field's median
+    with torch.no_grad():
+        _, open_faces = extract(model, planes, 16, replace(options, watertight=False), Runtime())
+        vertices, faces = extract(model, planes, 16, options, Runtime())
+    assert faces.shape[0] > 0
+    assert _open_edges(faces) == 0, "the surface is open"
+    mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=True)
+    assert mesh.is_watertight
+    assert open_faces.shape[0] and _open_edges(open_faces) > 0  # the same field without closing is open

@@ -122,7 +122,9 @@ def extract_flexicubes(
         return sdf.float(), deformation.float()
 
     outputs = _query_chunks(sdf_and_offset, grid.vertices, chunk, runtime)
-    sdf = torch.cat([o[0] for o in outputs])
+    sdf = torch.cat([o[0] for o in outputs]).reshape(-1)
+    if options.watertight:
+        sdf = close_at_grid_boundary_sdf(sdf, resolution)
     offsets = torch.cat([o[1] for o in outputs])
     vertices = grid.vertices + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
     cube_ids = surface_cubes(grid, sdf)
@@ -143,6 +145,36 @@ def extract_flexicubes(
     return extract_mesh(grid, sdf, vertices, cube_ids, weights)
 
 
+def close_at_grid_boundary_sdf(sdf: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``((R+1)^3,)`` SDF with every grid vertex on the grid's faces made outside (positive).
+
+    A field still inside where the grid ends (a part touching the box, or any field from untrained
+    weights) would leave the extracted surface open along the box; outside there, the surface closes
+    on the box instead, so every part is watertight whatever the weights. The magnitude is kept, so
+    the crossing still lies between the two samples (vertices ordered x-major as in ``make_grid``).
+    """
+    n = resolution + 1
+    field = sdf.reshape(n, n, n).clone()
+    for axis in range(3):
+        for index in (0, n - 1):
+            face = field.select(axis, index)
+            face.copy_(face.abs().clamp_min(1e-6))
+    return field.reshape(sdf.shape)
+
+
+def close_at_grid_boundary_density(field, threshold: float):
+    """The density grid with its outermost samples set below ``threshold`` (outside): the surface
+    closes inside the grid instead of ending open at its boundary (see the SDF version)."""
+    field = field.copy()
+    outside = min(float(threshold) - 1.0, float(field.min()))
+    for axis in range(3):
+        for index in (0, -1):
+            slicer = [slice(None)] * 3
+            slicer[axis] = index
+            field[tuple(slicer)] = outside
+    return field
+
+
 def extract_marching_cubes(
     model: LargeReconstructionModel, planes: torch.Tensor, resolution: int, options: ReconstructionOptions, runtime: Runtime
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +191,8 @@ def extract_marching_cubes(
         density, _ = model.decoder.density_and_color(_features(model, planes, points))
         densities.append(density.float().reshape(len(xs), resolution, resolution).cpu())
     field = torch.cat(densities).numpy()
+    if options.watertight:
+        field = close_at_grid_boundary_density(field, options.density_threshold)
     if not (field.min() < options.density_threshold < field.max()):
         return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
     # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
