@@ -26,6 +26,11 @@ class Part:
     transform: torch.Tensor = field(default_factory=lambda: torch.eye(4))
     display_color: Optional[tuple[float, float, float]] = None
     source: str = ""  # what made the part ("reconstruction", "procedural", "file:chair.glb"), for export metadata
+    # A baked base-colour texture: uvs ``[N,2]`` per vertex in glTF's convention (origin at the
+    # image's top-left, v down), texture ``[H,W,3]`` display (sRGB) colours in 0..1. Both or neither;
+    # vertex_colors stay as the fallback a format without textures uses.
+    uvs: Optional[torch.Tensor] = None
+    texture: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         if self.vertices.ndim != 2 or self.vertices.shape[-1] != 3:
@@ -34,6 +39,16 @@ class Part:
             raise ValueError(f"part {self.name!r}: faces must be [M,3], got {tuple(self.faces.shape)}")
         if self.vertex_colors.shape != self.vertices.shape:
             raise ValueError(f"part {self.name!r}: vertex_colors {tuple(self.vertex_colors.shape)} do not match vertices")
+        if (self.uvs is None) != (self.texture is None):
+            raise ValueError(f"part {self.name!r}: uvs and texture go together; got only one of them")
+        if self.uvs is not None and tuple(self.uvs.shape) != (self.vertices.shape[0], 2):
+            raise ValueError(f"part {self.name!r}: uvs must be [N,2] for {self.vertices.shape[0]} vertices, got {tuple(self.uvs.shape)}")
+        if self.texture is not None and (self.texture.ndim != 3 or self.texture.shape[-1] != 3):
+            raise ValueError(f"part {self.name!r}: texture must be [H,W,3], got {tuple(self.texture.shape)}")
+
+    @property
+    def has_texture(self) -> bool:
+        return self.texture is not None
 
     @property
     def num_faces(self) -> int:

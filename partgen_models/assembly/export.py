@@ -148,6 +148,8 @@ class PreparedPart:
     colors: np.ndarray  # [K,3] sRGB 0..1
     triangles: np.ndarray  # [M,3]
     node_matrix: np.ndarray  # [4,4] float64: object frame ← node (pivot, exploded offset included)
+    uvs: Optional[np.ndarray] = None  # [K,2] glTF convention (v down), with texture_png
+    texture_png: Optional[bytes] = None  # the part's base-colour texture (sRGB PNG)
 
     def object_positions(self) -> np.ndarray:
         return self.positions @ self.node_matrix[:3, :3].T + self.node_matrix[:3, 3]
@@ -181,8 +183,21 @@ def prepare_part(part: Part, file_name: str, crease_angle: float) -> PreparedPar
     local = local - pivot
     split = split_normals(local, triangles, crease_angle)
     colors = part.vertex_colors.double().clamp(0, 1).numpy()
+    uvs = part.uvs.double().numpy()[split.source] if part.has_texture else None
     return PreparedPart(part, file_name, local[split.source], split.normals, colors[split.source], split.faces,
-                        transform @ _translation(pivot))
+                        transform @ _translation(pivot), uvs, texture_png(part.texture) if part.has_texture else None)
+
+
+def texture_png(texture: torch.Tensor) -> bytes:
+    """``[H,W,3]`` sRGB 0..1 → 8-bit PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    pixels = (texture.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    stream = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(stream, format="PNG", optimize=False)
+    return stream.getvalue()
 
 
 def exploded_offsets(parts: Sequence[PreparedPart], amount: float) -> list[np.ndarray]:
@@ -231,8 +246,11 @@ def placed_vertices(part: Part) -> np.ndarray:
 
 
 def _material(prepared: PreparedPart, options: ExportOptions) -> Material:
-    """A single-coloured part carries its colour in the material (so every viewer shows it, Blender's
-    Solid view included); otherwise the factor stays white and the vertex colours show unchanged."""
+    """A textured part's colour is its texture; a single-coloured part carries its colour in the
+    material (so every viewer shows it, Blender's Solid view included); otherwise the factor stays
+    white and the vertex colours show unchanged."""
+    if prepared.texture_png is not None:
+        return Material(name=prepared.part.name, roughness=options.roughness, texture_png=prepared.texture_png)
     if _is_uniform(prepared.colors):
         linear = srgb_to_linear(prepared.colors[0])
         return Material(name=prepared.part.name, base_color=(*map(float, linear), 1.0), roughness=options.roughness)
@@ -253,8 +271,9 @@ def _extras(prepared: PreparedPart) -> dict:
 def _mesh_node(prepared: PreparedPart, options: ExportOptions, matrix: np.ndarray) -> MeshNode:
     return MeshNode(name=prepared.part.name, positions=prepared.positions.astype(np.float32),
                     triangles=prepared.triangles, material=_material(prepared, options),
-                    normals=prepared.normals,
-                    colors=None if _is_uniform(prepared.colors) else srgb_to_linear(prepared.colors).astype(np.float32),
+                    normals=prepared.normals, uvs=None if prepared.uvs is None else prepared.uvs.astype(np.float32),
+                    colors=None if prepared.texture_png is not None or _is_uniform(prepared.colors)
+                    else srgb_to_linear(prepared.colors).astype(np.float32),
                     matrix=matrix, extras=_extras(prepared))
 
 
@@ -287,13 +306,22 @@ def _obj_files(prepared: PreparedPart, options: ExportOptions, stem: str, root: 
     lines += [f"v {x:.7g} {y:.7g} {z:.7g} {r:.6g} {g:.6g} {b:.6g}"
               for (x, y, z), (r, g, b) in zip(positions, prepared.colors)]
     lines += [f"vn {x:.6g} {y:.6g} {z:.6g}" for x, y, z in normals]
+    textured = prepared.texture_png is not None
+    if textured:  # OBJ's texture origin is the bottom-left corner
+        lines += [f"vt {u:.7g} {1.0 - v:.7g}" for u, v in prepared.uvs]
     lines += [f"usemtl {name}", "s 1"]
-    lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in prepared.triangles + 1]
-    kd = srgb_to_linear(prepared.colors.mean(0) if len(prepared.colors) else np.full(3, 0.5))
+    corner = "{0}/{0}/{0}" if textured else "{0}//{0}"
+    lines += [" ".join(["f"] + [corner.format(i) for i in triangle]) for triangle in prepared.triangles + 1]
+    kd = np.ones(3) if textured else srgb_to_linear(prepared.colors.mean(0) if len(prepared.colors) else np.full(3, 0.5))
     material = [f"# {prepared.part.name} (comfyui-partgen)", f"newmtl {name}", "Ka 0 0 0",
                 "Kd {:.6f} {:.6f} {:.6f}".format(*kd), "Ks 0 0 0", "Ns 50", "d 1", "illum 1",
                 f"Pr {options.roughness:.3f}", "Pm 0"]
-    return {".obj": ("\n".join(lines) + "\n").encode("utf-8"), ".mtl": ("\n".join(material) + "\n").encode("utf-8")}
+    files = {".obj": ("\n".join(lines) + "\n").encode("utf-8")}
+    if textured:
+        material.append(f"map_Kd {stem}.png")
+        files[".png"] = prepared.texture_png
+    files[".mtl"] = ("\n".join(material) + "\n").encode("utf-8")
+    return files
 
 
 def _obj_name(name: str) -> str:
