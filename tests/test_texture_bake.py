@@ -136,3 +136,19 @@ def test_bad_texture_options_are_refused(kwargs, message):
 
     with pytest.raises(TextureError, match=re.escape(message)):
         TextureOptions(**kwargs)
+
+
+def test_a_missing_xatlas_says_how_to_install_it(ball, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xatlas(name, *args, **kwargs):
+        if name == "xatlas":
+            raise ImportError("No module named 'xatlas'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_xatlas)
+    vertices, faces = ball
+    with pytest.raises(ImportError, match="baking textures needs xatlas: pip install xatlas \\(or set texture to 'off'"):
+        bake_texture("ball", vertices, faces, TextureOptions(size=SIZE), field_color=colour_of)

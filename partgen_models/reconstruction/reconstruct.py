@@ -9,6 +9,7 @@ move them to the glTF frame and optionally decimate.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import logging
 from typing import Optional
 
@@ -223,6 +224,32 @@ def decimate(vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, 
     return torch.from_numpy(new_vertices).float(), torch.from_numpy(new_faces.astype("int64")), colors[torch.from_numpy(nearest)]
 
 
+def textured_part(model: LargeReconstructionModel, planes: torch.Tensor, part: Part, views: PartViews, index: int,
+                  options: ReconstructionOptions, runtime: Runtime) -> Part:
+    """The part with a baked base-colour texture (:mod:`.texture`), or unchanged when it cannot be
+    textured (the bake logs why). Baking happens in InstantMesh's z-up world, where the cameras are."""
+    from .texture import PartViewsOfOne, bake_texture
+
+    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    device = planes.device
+
+    def field_color(points: torch.Tensor) -> torch.Tensor:
+        if model.config.variant == "mesh":
+            color = lambda p: model.decoder.color(_features(model, planes, p)).float()  # noqa: E731
+        else:
+            color = lambda p: model.decoder.density_and_color(_features(model, planes, p))[1].float()  # noqa: E731
+        return torch.cat(_query_chunks(color, points.to(device), chunk, runtime)).clamp(0, 1)
+
+    part_views = PartViewsOfOne(views.images[index].float(), views.alpha[index].float(), views.c2w.float(), views.fov_deg)
+    zup = part.vertices[:, [2, 0, 1]].to(device)  # glTF → z up, the inverse of zup_to_gltf
+    runtime.check_interrupt()
+    baked = bake_texture(part.name, zup, part.faces.to(device), options.texture_options(), field_color, part_views)
+    if baked is None:
+        return part
+    return replace(part, vertices=zup_to_gltf(baked.vertices).contiguous(), faces=baked.faces.contiguous(),
+                   vertex_colors=part.vertex_colors[baked.source_vertex].contiguous(), uvs=baked.uvs, texture=baked.texture)
+
+
 @torch.no_grad()
 def reconstruct_parts(
     model: LargeReconstructionModel,
@@ -265,7 +292,11 @@ def reconstruct_parts(
         faces = faces.cpu()
         if options.target_faces:
             vertices, faces, colors = decimate(vertices, faces, colors, options.target_faces)
-        parts.append(Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors))
+        part = Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors,
+                    source="reconstruction")
+        if options.texture != "off":
+            part = textured_part(model, part_planes[None], part, views, index, options, runtime)
+        parts.append(part)
         runtime.progress(done + 1, len(keep), None)
     if not parts:
         raise ReconstructionError("no part produced a surface; the reconstruction model saw nothing it could close")

@@ -107,8 +107,8 @@ def uv_atlas(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor,
     try:
         import xatlas
     except ImportError as error:
-        raise ImportError("baking textures needs xatlas: pip install xatlas (or set texture_size to 0 "
-                          "for vertex colours)") from error
+        raise ImportError("baking textures needs xatlas: pip install xatlas (or set texture to 'off' "
+                          "to keep vertex colours)") from error
     atlas = xatlas.Atlas()
     atlas.add_mesh(vertices.double().cpu().numpy(), faces.long().cpu().numpy().astype("uint32"))
     chart_options = xatlas.ChartOptions()
