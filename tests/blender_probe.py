@@ -30,6 +30,13 @@ def _objects():
                     entry["roughness"] = bsdf.inputs["Roughness"].default_value
                     entry["base_color"] = list(bsdf.inputs["Base Color"].default_value)[:3]
                     entry["base_color_linked"] = bool(bsdf.inputs["Base Color"].is_linked)
+                    if bsdf.inputs["Base Color"].is_linked:
+                        source = bsdf.inputs["Base Color"].links[0].from_node
+                        entry["base_color_from"] = source.bl_idname
+                        if source.bl_idname == "ShaderNodeTexImage" and source.image is not None:
+                            entry["image_size"] = list(source.image.size)
+                            entry["image_colorspace"] = source.image.colorspace_settings.name
+            entry["uv_layers"] = [layer.name for layer in mesh.uv_layers]
         out.append(entry)
     return out
 

@@ -104,3 +104,24 @@ def test_per_part_obj_ply_stl_import_upright_and_named(car_exports):
     linear = np.array(obj["base_color"])
     shown = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
     assert shown == pytest.approx(body.vertex_colors[0].numpy(), abs=1e-3)
+
+
+def test_a_textured_part_imports_with_its_image_on_base_colour(tmp_path, blender_env):
+    pytest.importorskip("xatlas")
+    import torch
+    import trimesh
+
+    from partgen_models.parts import Part
+    from partgen_models.reconstruction.texture import TextureOptions, bake_texture
+
+    ball = trimesh.creation.icosphere(2, radius=0.5)
+    vertices, faces = torch.tensor(ball.vertices, dtype=torch.float32), torch.tensor(ball.faces)
+    baked = bake_texture("ball", vertices, faces, TextureOptions(size=512, source="field"),
+                         field_color=lambda p: (p + 0.5).clamp(0, 1))
+    part = Part("ball", baked.vertices, baked.faces, torch.full_like(baked.vertices, 0.5), uvs=baked.uvs, texture=baked.texture)
+    result = export_parts([part], tmp_path, ExportOptions("textured/ball"))
+    report = _probe([tmp_path / result.scene], blender_env)
+    seen = {o["name"]: o for o in report["files"][str(tmp_path / result.scene)]}["ball"]
+    assert seen["base_color_from"] == "ShaderNodeTexImage" and seen["image_size"] == [512, 512]
+    assert seen["image_colorspace"] == "sRGB" and seen["uv_layers"]
+    assert seen["parent"] == "ball_object"  # the root yields its name to the part of the same name

@@ -280,6 +280,9 @@ def _mesh_node(prepared: PreparedPart, options: ExportOptions, matrix: np.ndarra
 def scene_glb(prepared: Sequence[PreparedPart], options: ExportOptions, object_name: str,
               root_matrix: Optional[np.ndarray] = None) -> bytes:
     nodes = [_mesh_node(p, options, p.node_matrix) for p in prepared]
+    names = {p.part.name for p in prepared}
+    while object_name in names:  # editors keep names unique: the part keeps its own, the root yields
+        object_name += "_object"
     return glb_bytes(nodes, root_name=object_name, root_matrix=root_matrix,
                      root_extras={"partgen": {"format": "partgen-parts/1", "parts": len(prepared)}})
 
