@@ -42,9 +42,10 @@ VIEW_SIZE, TEST_SIZE = 320, 256
 
 
 def pattern(points: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """Ground-truth colour at each point ``[P,3]``: the part's colour with stripes and a gradient."""
+    """Ground-truth colour at each point ``[P,3]``: the part's colour with stripes and a gradient
+    along the (normalised) height, a fixed function of position."""
     stripes = 0.5 + 0.5 * torch.sin(points[:, 0] * 25) * torch.sin(points[:, 2] * 25)
-    gradient = (points[:, 1] - points[:, 1].min()) / (points[:, 1].max() - points[:, 1].min() + 1e-6) if len(points) > 1 else points[:, 1]
+    gradient = (points[:, 2] + 1.5) / 3.0
     return (base[None] * (0.35 + 0.65 * stripes[:, None]) + 0.25 * gradient[:, None]).clamp(0, 1)
 
 

@@ -80,6 +80,8 @@ class _Piece:
     colors: np.ndarray
     transform: np.ndarray
     extras: dict
+    uvs: Optional[np.ndarray] = None  # [N,2] v down, with texture
+    texture: Optional[np.ndarray] = None  # [H,W,3] sRGB 0..1, the base-colour image
 
 
 def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
@@ -202,7 +204,7 @@ def _world_pieces(scene, path: Path, key_of, name_of, order_of, colors_of) -> li
         faces = np.asarray(geometry.faces, dtype=np.int64)
         order = (*order_of(key, faces), loaded_order[geometry_name])
         pieces.append(_Piece(key, name_of(key), order, vertices, faces, colors_of(geometry_name, geometry),
-                             np.asarray(transform, dtype=np.float64), {}))
+                             np.asarray(transform, dtype=np.float64), {}, *_base_color_texture(geometry)))
     return pieces
 
 
@@ -252,6 +254,8 @@ def _obj_pieces(scene, path: Path) -> list[_Piece]:
     for piece in pieces:  # trimesh hands every OBJ object all of the file's vertices
         used, faces = np.unique(piece.faces, return_inverse=True)
         piece.vertices, piece.colors, piece.faces = piece.vertices[used], piece.colors[used], faces.reshape(-1, 3)
+        if piece.uvs is not None:
+            piece.uvs = piece.uvs[used]
     return pieces
 
 
@@ -296,17 +300,31 @@ def _group_pieces(pieces: list[_Piece]) -> list[tuple[str, list[_Piece]]]:
     return named
 
 
-def _weld_exact_duplicates(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray):
-    """Merge vertices equal in position and colour, keeping the first of each in file order."""
-    keys = np.concatenate([vertices, colors], axis=1)
+def _base_color_texture(geometry) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """UVs (v down) and the base-colour image of a textured mesh, else (None, None)."""
+    visual = geometry.visual
+    uv = getattr(visual, "uv", None)
+    material = getattr(visual, "material", None)
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    if getattr(visual, "kind", None) != "texture" or uv is None or image is None or len(uv) != len(geometry.vertices):
+        return None, None
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    uvs = np.asarray(uv, dtype=np.float64)[:, :2].copy()
+    uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh keeps OpenGL's origin (bottom-left); parts use glTF's (top-left)
+    return uvs, pixels
+
+
+def _weld_exact_duplicates(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, uvs: Optional[np.ndarray] = None):
+    """Merge vertices equal in position, colour (and UV), keeping the first of each in file order."""
+    keys = np.concatenate([vertices, colors] + ([uvs] if uvs is not None else []), axis=1)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     if len(first) == len(vertices):
-        return vertices, colors, faces
+        return vertices, colors, faces, uvs
     keep = np.sort(first)
     rank = np.empty(len(vertices), dtype=np.int64)
     rank[keep] = np.arange(len(keep))
     remap = rank[first[inverse.reshape(-1)]]
-    return vertices[keep], colors[keep], remap[faces]
+    return vertices[keep], colors[keep], remap[faces], None if uvs is None else uvs[keep]
 
 
 def _to_part(name: str, group: list[_Piece], path: Path, options: LoadOptions) -> Part:
@@ -316,7 +334,9 @@ def _to_part(name: str, group: list[_Piece], path: Path, options: LoadOptions) -
             placed, faces = place(torch.from_numpy(piece.vertices), torch.from_numpy(piece.faces), torch.from_numpy(piece.transform))
             piece.vertices, piece.faces, piece.transform = placed.numpy(), faces.numpy(), np.eye(4)
         transform = np.eye(4)
-    welded = [_weld_exact_duplicates(p.vertices, p.colors, p.faces) for p in group]
+    welded = [_weld_exact_duplicates(p.vertices, p.colors, p.faces, p.uvs) for p in group]
+    # one textured primitive: its UVs and image come along (several images cannot share one part)
+    textured = len(group) == 1 and group[0].texture is not None
     offsets = np.cumsum([0] + [len(w[0]) for w in welded[:-1]])
     vertices = np.concatenate([w[0] for w in welded])
     colors = np.concatenate([w[1] for w in welded])
@@ -342,6 +362,8 @@ def _to_part(name: str, group: list[_Piece], path: Path, options: LoadOptions) -
         vertex_colors=torch.from_numpy(colors.astype(np.float32)).clamp(0, 1),
         transform=torch.from_numpy(transform.astype(np.float32)),
         display_color=_display_color(group[0].extras),
+        uvs=torch.from_numpy(welded[0][3].astype(np.float32)) if textured else None,
+        texture=torch.from_numpy(group[0].texture.astype(np.float32)) if textured else None,
         source=f"file:{path.name}",
     )
 
