@@ -20,9 +20,13 @@ class SaveParts(io.ComfyNode):
             display_name="PartGen Save Parts",
             category="PartGen",
             description=(
-                "Writes one GLB scene with a named node per part (vertex colours, Y up) under output/, a JSON manifest "
-                "(names, bounding boxes, face counts, the graph that made them) and optionally one file per part. "
-                "Never overwrites; an interrupted run leaves no partial files. Connect 'scene' to Preview3D."
+                "Writes one GLB scene under output/: a root node named after the file with one child node per part, "
+                "each with its pivot at the part's centre, a PBR material named after the part (metallic 0), smooth "
+                "normals split at creases and its colour in linear space as glTF requires (Blender, three.js and "
+                "engines show the same colours). Also a JSON manifest (names, pivots, bounding boxes, face counts, "
+                "the graph that made them) and optionally one file per part (OBJ+MTL and GLB Y up; PLY and STL Z up, "
+                "as Blender and slicers import them). Never overwrites; an interrupted run leaves no partial files. "
+                "Connect 'scene' to Preview3D."
             ),
             inputs=[
                 sockets.Parts.Input("parts", tooltip="From PartGen Reconstruct."),
@@ -43,7 +47,34 @@ class SaveParts(io.ComfyNode):
                     min=0.0,
                     max=2.0,
                     step=0.05,
-                    tooltip="Push parts apart along their centre directions by this share of the object's size (0 = assembled).",
+                    tooltip="Move parts apart along their centre directions by this share of the object's size, then "
+                    "further until no two parts touch (0 = assembled). Offsets go on the part nodes, not the vertices.",
+                ),
+                io.Float.Input(
+                    "crease_angle",
+                    default=60.0,
+                    min=0.0,
+                    max=180.0,
+                    step=5.0,
+                    optional=True,
+                    tooltip="Edges where faces meet at more than this angle (degrees) stay sharp; smoother ones are "
+                    "shaded smooth. 0 = flat shading, 180 = smooth everywhere. Sharp edges duplicate their vertices "
+                    "(a box: 8 → 24); time is linear in the face count.",
+                ),
+                io.Float.Input(
+                    "roughness",
+                    default=0.7,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="Material roughness of every part (0 = glossy, 1 = matte); metallic is 0. No cost.",
+                ),
+                io.Boolean.Input(
+                    "on_ground",
+                    default=False,
+                    optional=True,
+                    tooltip="Move the whole object (its root node) so that its lowest point rests on y = 0. No cost.",
                 ),
             ],
             outputs=[io.String.Output(display_name="scene", tooltip="The GLB's path relative to output/, for Preview3D.")],
@@ -52,9 +83,11 @@ class SaveParts(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, parts, filename_prefix: str, part_files: str, exploded: float) -> io.NodeOutput:
+    def execute(cls, parts, filename_prefix: str, part_files: str, exploded: float, crease_angle: float = 60.0,
+                roughness: float = 0.7, on_ground: bool = False) -> io.NodeOutput:
         output_dir = Path(folder_paths.get_output_directory())
-        options = ExportOptions(filename_prefix, part_files, exploded, metadata={"prompt": cls.hidden.prompt})
+        options = ExportOptions(filename_prefix, part_files, exploded, metadata={"prompt": cls.hidden.prompt},
+                                crease_angle=crease_angle, roughness=roughness, on_ground=on_ground)
         result = export_parts(parts, output_dir, options)
         subfolder = "" if result.scene.parent == Path() else result.scene.parent.as_posix()
         entry = {"filename": result.scene.name, "subfolder": subfolder, "type": "output"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from partgen_models.cameras import LAYOUTS
-from partgen_models.parts import Part, zup_to_gltf
+from partgen_models.parts import Part, placed_mesh, zup_to_gltf
 from partgen_models.assembly.load import LoadPartsError
 from partgen_models.rendering import (
     Normalization,
@@ -204,13 +204,15 @@ def test_glb_with_one_node_per_part_round_trips(tmp_path):
     loaded = load_scene_parts(path)
     assert [p.name for p in loaded] == [p.name for p in obj.parts]
     for original, read in zip(obj.parts, loaded):
-        assert torch.allclose(original.vertices, read.vertices, atol=1e-6)
+        assert torch.allclose(original.vertices, placed_mesh(read)[0].float(), atol=1e-6)
         assert torch.equal(original.faces, read.faces)
         assert torch.allclose(original.vertex_colors, read.vertex_colors, atol=1 / 255)
     cameras = RenderCameras.from_layout("zero123pp_v12", size=64)
     from_file = render_parts(path, cameras)  # a path is read with assembly.load.load_parts
-    assert torch.equal(from_file.part_ids, render_parts(list(obj.parts), cameras).part_ids)
-    assert torch.equal(render_part_alone(str(path), "seat", cameras).part_ids, render_part_alone(list(obj.parts), 0, cameras).part_ids)
+    # pivots put vertices local to each part's centre: float32 rounding (~1e-8) may flip a pixel on an edge
+    agree = lambda a, b: float((a == b).float().mean())  # noqa: E731
+    assert agree(from_file.part_ids, render_parts(list(obj.parts), cameras).part_ids) > 0.999
+    assert agree(render_part_alone(str(path), "seat", cameras).part_ids, render_part_alone(list(obj.parts), 0, cameras).part_ids) > 0.999
 
 
 def test_errors_say_what_is_wrong(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..parts import Part
+from ..parts import Part, placed_mesh
 
 DEFAULT_COLOR = (0.5, 0.5, 0.5)  # mid grey, for meshes that carry no vertex colours
 MESH_LAYOUTS = ("per part", "merged")
@@ -48,18 +48,12 @@ class MeshBatch:
 
 
 def placed_vertices(part: Part) -> torch.Tensor:
-    """The part's vertices with its ``transform`` applied (a mesh batch has no per-item transform)."""
-    transform = part.transform.to(torch.float64)
-    if torch.equal(transform, torch.eye(4, dtype=torch.float64)):
-        return part.vertices.float()
-    homogeneous = torch.cat([part.vertices.double(), torch.ones(part.vertices.shape[0], 1, dtype=torch.float64)], dim=1)
-    return (homogeneous @ transform.T)[:, :3].float()
+    """The part's vertices in the object frame (a mesh batch has no per-item transform)."""
+    return placed_mesh(part)[0].float()
 
 
 def _placed_faces(part: Part) -> torch.Tensor:
-    # A mirroring transform turns the surface inside out; reversing the winding keeps normals outward.
-    faces = part.faces.long()
-    return faces.flip(-1) if torch.det(part.transform[:3, :3].double()) < 0 else faces
+    return placed_mesh(part)[1]
 
 
 def check_parts(parts: Sequence[Part]) -> None:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import LAYOUTS, ViewLayout, look_at_origin
-from ..parts import Part
+from ..parts import Part, placed_mesh
 from ..views import MultiView
 from .rasterizer import rasterize
 
@@ -111,9 +111,7 @@ class Normalization:
 
 def _placed_vertices(part: Part) -> torch.Tensor:
     """A part's vertices in the object frame (its ``transform`` applied)."""
-    vertices = part.vertices.double()
-    transform = part.transform.double()
-    return vertices @ transform[:3, :3].T + transform[:3, 3]
+    return placed_mesh(part)[0]
 
 
 def fit_normalization(parts: Sequence[Part], cameras: RenderCameras, fill: float = 1.0) -> Normalization:
@@ -232,9 +230,9 @@ def _merged_mesh(parts: Sequence[Part], selected: Sequence[int], normalization: 
         part = parts[index]
         if part.faces.shape[0] == 0:
             continue
-        placed = normalization.apply(_placed_vertices(part))
-        vertices.append(gltf_to_zup(placed).float())
-        faces.append(part.faces.long() + offset)
+        placed, placed_faces = placed_mesh(part)
+        vertices.append(gltf_to_zup(normalization.apply(placed)).float())
+        faces.append(placed_faces + offset)
         colors.append(part.vertex_colors.float().clamp(0, 1))
         owner.append(torch.full((part.faces.shape[0],), index, dtype=torch.int64))
         offset += part.vertices.shape[0]
