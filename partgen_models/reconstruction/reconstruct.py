@@ -231,7 +231,9 @@ def reconstruct_parts(
         faces = faces.cpu()
         if options.target_faces:
             vertices, faces, colors = decimate(vertices, faces, colors, options.target_faces)
-        parts.append(Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors))
+        display_color = tuple(views.colors[index]) if views.colors is not None else None
+        parts.append(Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors,
+                          display_color=display_color))
         runtime.progress(done + 1, len(keep), None)
     if not parts:
         raise ReconstructionError("no part produced a surface; the reconstruction model saw nothing it could close")
