@@ -183,3 +183,9 @@ def test_training_free_follows_a_gray_background_model(recorder):
                                              for m in parts.masks]))
     blended = recorder.calls[0]["on_step_end"](OPTIONS.num_inference_steps - 1, None, torch.zeros_like(known))
     assert torch.allclose(blended[0, :, 2:4, 3:5], known[0, :, 2:4, 3:5], atol=1e-5)  # known part on gray
+
+
+def test_each_part_has_its_own_seed_from_its_name():
+    # crc32(b"a") = 0xE8B7BE43, crc32(b"b") = 0x71BEEFF9: the seed plus the name's checksum, mod 2**64
+    assert part_seed(5, "a") == 5 + 0xE8B7BE43 and part_seed(5, "b") == 5 + 0x71BEEFF9
+    assert part_seed(2**64 - 1, "a") == 0xE8B7BE43 - 1
