@@ -483,7 +483,7 @@ def load_object_info(source: str) -> dict:
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m partgen_models.workflow_format",
+        prog="python -m partgen_tools.workflow_format",
         description="Convert a UI-format ComfyUI workflow to API format, draw it as Mermaid, or regenerate this "
                     f"repository's API twins and README blocks ({SYNC_COMMAND} does that against a ComfyUI it starts).")
     parser.add_argument("--object-info", required=True, help="a saved /object_info JSON file, or a server URL")
