@@ -441,6 +441,9 @@ def replace_block(text: str, block: str, content: str) -> str:
 
 def render_readme(readme: str, workflows_folder: Path, object_info: dict, repo_root: Path) -> str:
     """The README with its generated blocks (workflow walkthroughs, node reference) brought up to date."""
+    from .readme_status import status_section
+
+    readme = replace_block(readme, "status", status_section(name for name in object_info if name.startswith("PartGen")))
     readme = replace_block(readme, "workflows", workflows_section(workflows_folder, object_info, repo_root))
     return replace_block(readme, "node-reference", node_reference(object_info))
 
