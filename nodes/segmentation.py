@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..partgen_models.segmentation.partgen_model import (
+from ..partgen_models.segmentation.segmenter import (
     FORMAT,
     find_partgen_checkpoint,
     list_partgen_checkpoints,

@@ -24,7 +24,7 @@ from partgen_models.completion.complete import (
     masked_views,
     part_seed,
 )
-from partgen_models.completion.partgen_model import load_partgen_completer
+from partgen_models.completion.completer import load_partgen_completer
 from partgen_models.multiview.preprocess import estimate_alpha_from_background
 from partgen_models.multiview.sampler import encode_grids, make_scheduler
 from partgen_models.segmentation.select import PartMasks

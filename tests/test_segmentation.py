@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from partgen_models.multiview import MultiViewOptions, generate_views
-from partgen_models.segmentation.partgen_model import (
+from partgen_models.segmentation.segmenter import (
     FORMAT,
     find_partgen_checkpoint,
     list_partgen_checkpoints,

@@ -22,7 +22,7 @@ from ..multiview.zero123pp import Zero123PlusModel
 from ..runtime import Runtime, default_runtime
 from ..segmentation.select import PartMasks
 from ..views import MultiView, PartViews, grid_to_views, views_to_grid
-from .partgen_model import PartGenCompletionModel
+from .completer import PartGenCompletionModel
 
 WHITE = (1.0, 1.0, 1.0)
 # PartGen's completer input, in channel order (§3.3): the sampler's noisy latent comes first and

@@ -17,7 +17,7 @@ from ..multiview.sampler import decode_latents, encode_grids, sample_latents
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
 from .palette import PALETTE, decode_colors, segments_from_ids
-from .partgen_model import PartGenSegmentationModel
+from .segmenter import PartGenSegmentationModel
 from .proposals import rank_proposals
 
 

@@ -124,5 +124,5 @@ def find_partgen_checkpoint(name: str, search_dirs: Sequence[Path], expected_for
     raise WeightsError(
         f"no {expected_format} checkpoint named {name!r} in {', '.join(str(d) for d in search_dirs)}. PartGen's "
         f"authors released no weights: put a checkpoint in this pack's format (a folder with {CONFIG_NAME} and "
-        f"unet/, see partgen_models/segmentation/partgen_model.py) into models/partgen/"
+        f"unet/, see partgen_models/segmentation/segmenter.py) into models/partgen/"
     )
