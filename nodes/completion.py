@@ -18,7 +18,7 @@ from ..partgen_models.completion.complete import (
     masked_views,
 )
 from ..partgen_models.completion.completer import FORMAT, load_partgen_completer
-from ..partgen_models.segmentation.segmenter import find_partgen_checkpoint, list_partgen_checkpoints
+from ..partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
 from ..partgen_models.views import views_to_grid
 from . import sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, model_search_dirs, resolve_dtype

@@ -17,7 +17,7 @@ import torch
 
 from ..multiview.catalog import resolve_multiview_model
 from ..multiview.zero123pp import Zero123PlusModel, encode_prompt, load_zero123plus
-from ..segmentation.segmenter import PartGenDiffusionModel, read_partgen_checkpoint
+from ..partgen_checkpoint import PartGenDiffusionModel, read_partgen_checkpoint
 from ..weights import WeightsError
 
 FORMAT = "partgen-completion"

@@ -172,7 +172,7 @@ class PartGenCompletion:
 
         from ..completion.complete import complete_parts
         from ..completion.completer import FORMAT, load_partgen_completer
-        from ..segmentation.segmenter import find_partgen_checkpoint
+        from ..partgen_checkpoint import find_partgen_checkpoint
 
         if self._model is None:
             roots = [self.models_dir]
