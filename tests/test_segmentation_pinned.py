@@ -144,3 +144,37 @@ def test_color_selection_decodes_with_the_segmentations_own_palette():
     with_palette = _segmentation(palette=palette, samples=_paint(ids, palette)[None])
     assert torch.equal(select_parts(with_palette, PartSelection("color", color="#cc001a")).masks[0], seg.masks[0])
     assert torch.equal(select_parts(with_palette, PartSelection("color", color="#ff0000")).masks[0], seg.masks[1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# segment.segment_views, with the sampler's output painted by hand
+
+
+def test_segment_views_decodes_with_the_checkpoints_palette_inside_the_object(monkeypatch):
+    from partgen_models.cameras import LAYOUTS
+    from partgen_models.segmentation import segment as segment_module
+    from partgen_models.segmentation.segmenter import load_partgen_segmenter
+    from partgen_models.views import MultiView, views_to_grid
+    from tiny_models import tiny_models_dir
+
+    segmenter = load_partgen_segmenter(tiny_models_dir() / "partgen-segmentation", [tiny_models_dir()])
+    dark_red = (0.8, 0.0, 0.1)
+    segmenter.palette = (RED, dark_red)  # as a checkpoint whose partgen.json lists these two colours
+    layout = LAYOUTS["zero123pp_v12"]
+    alpha = torch.zeros(6, 64, 64)
+    alpha[:, :, :48] = 1.0  # the object: columns 0..47 of every view
+    views = MultiView(torch.ones(6, 64, 64, 3), alpha, layout.camera_to_world(), layout.fov_deg, layout.name,
+                      (1.0, 1.0, 1.0), torch.ones(32, 32, 3))
+    ids = torch.full((6, 64, 64), -1)
+    ids[:, :32, :48] = 1  # dark red: rows 0..31 of the object
+    ids[:, 32:, :48] = 0  # red: rows 32..63
+    ids[:, :, 52:] = 1  # stray paint off the object
+    painted = views_to_grid(_paint(ids, segmenter.palette), layout.rows, layout.cols).permute(2, 0, 1)[None]
+    monkeypatch.setattr(segment_module, "sample_latents", lambda *args, **kwargs: torch.zeros(2, 4, 6, 4))
+    monkeypatch.setattr(segment_module, "decode_latents", lambda model, latents: painted.expand(latents.shape[0], -1, -1, -1))
+    result = segment_module.segment_views(segmenter, views, segment_module.SegmentationOptions(num_samples=2))
+    assert result.palette == (RED, dark_red)
+    # Decoded with the default palette both reds would be PALETTE[2]: one proposal instead of two.
+    assert result.masks.shape[0] == 2
+    expected = {tuple(ids.eq(k).logical_and(alpha > 0.5).flatten().tolist()) for k in (0, 1)}
+    assert {tuple(m.flatten().tolist()) for m in result.masks} == expected  # no off-object pixel
