@@ -70,10 +70,10 @@ def test_missing_dependency_is_a_warning_and_a_node_in_the_list(comfyui_path):
     # stages that do not need diffusers still load; the report node is added once, at the end
     assert "PartGenSaveParts" in ids and "PartGenRenderViews" in ids and "PartGenMultiView" not in ids
     assert ids[-1] == "PartGenLoadReport" and ids.count("PartGenLoadReport") == 1
-    assert report["display"] == "PartGen: nodes that failed to load (multiview, segmentation, completion)"
+    assert report["display"].startswith("PartGen: nodes that failed to load (multiview, segmentation, completion")
     expected = ("the multiview nodes could not be loaded: the Python package 'diffusers' is missing "
                 "(import of 'diffusers.models' failed). Fix: install it into ComfyUI's Python environment "
                 "(`python -m pip install diffusers`")
     assert expected in report["description"] and expected in report["raised"]
     assert any(expected in line for line in report["log"])
-    assert len(STAGE_MODULES) == 7
+    assert set(STAGE_MODULES) >= {"multiview", "segmentation", "completion", "export", "rendering"}
