@@ -17,8 +17,8 @@ from ..partgen_models.completion.complete import (
     edit_part,
     masked_views,
 )
-from ..partgen_models.completion.partgen_model import FORMAT, load_partgen_completer
-from ..partgen_models.segmentation.partgen_model import find_partgen_checkpoint, list_partgen_checkpoints
+from ..partgen_models.completion.completer import FORMAT, load_partgen_completer
+from ..partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
 from ..partgen_models.views import views_to_grid
 from . import sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, model_search_dirs, resolve_dtype

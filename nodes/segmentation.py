@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..partgen_models.segmentation.partgen_model import (
-    FORMAT,
-    find_partgen_checkpoint,
-    list_partgen_checkpoints,
-    load_partgen_segmenter,
-)
+from ..partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
+from ..partgen_models.segmentation.segmenter import FORMAT, load_partgen_segmenter
 from ..partgen_models.segmentation.palette import BACKGROUND, PALETTE
 from ..partgen_models.segmentation.sam2_backend import (
     SAM2_CHOICES,

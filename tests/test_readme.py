@@ -12,7 +12,7 @@ import difflib
 import pytest
 
 import comfyui_harness as harness
-from partgen_models.workflow_format import SYNC_COMMAND, render_readme
+from partgen_tools.workflow_format import SYNC_COMMAND, render_readme
 
 pytestmark = pytest.mark.tier3
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 
 from ..cameras import LAYOUTS, ViewLayout
-from ..modules import build_on_meta, load_strict, match_transformers_layout
+from ..modules import DeviceFromWeights, build_on_meta, load_strict, match_transformers_layout
 from ..weights import WeightsError, find_weights_file, load_state_dict
 from .reference_attention import ReferenceBank, install_reference_attention
 
@@ -54,7 +54,7 @@ FLAVOURS = {
 }
 
 
-class Zero123PlusModel(torch.nn.Module):
+class Zero123PlusModel(DeviceFromWeights, torch.nn.Module):
     """The Zero123++ networks plus the constants the sampler needs.
 
     Submodules ``unet``, ``vae``, ``vision_encoder`` are what a host moves between devices; buffers
@@ -92,18 +92,8 @@ class Zero123PlusModel(torch.nn.Module):
     def layout(self) -> ViewLayout:
         return LAYOUTS[self.flavour.layout]
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @device.setter
-    def device(self, value: torch.device) -> None:
-        # Hosts (ComfyUI's ModelPatcher) record where they put the model; the weights are the truth.
-        pass
+    def weights_reference(self) -> torch.Tensor:
+        return next(self.unet.parameters())
 
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())

@@ -292,8 +292,9 @@ def reconstruct_parts(
         faces = faces.cpu()
         if options.target_faces:
             vertices, faces, colors = decimate(vertices, faces, colors, options.target_faces)
+        display_color = tuple(views.colors[index]) if views.colors is not None else None
         part = Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors,
-                    source="reconstruction")
+                    source="reconstruction", display_color=display_color)
         if options.texture != "off":
             part = textured_part(model, part_planes[None], part, views, index, options, runtime)
         parts.append(part)
