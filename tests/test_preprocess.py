@@ -3,6 +3,7 @@ import torch
 
 from partgen_models.multiview.preprocess import (
     InputImageError,
+    InputWording,
     alpha_from_mask,
     estimate_alpha_from_background,
     prepare_condition_images,
@@ -47,7 +48,7 @@ def test_loadimage_mask_marks_background_and_rembg_mask_marks_foreground():
     from_rembg = prepare_condition_images(image, foreground, background=1.0, size=128)
     explicit = prepare_condition_images(image, foreground, background=1.0, size=128, mask_marks="foreground")
     assert torch.allclose(from_loadimage, from_rembg) and torch.allclose(from_rembg, explicit)
-    with pytest.raises(InputImageError, match="background is not a plain colour.*Connect a MASK"):
+    with pytest.raises(InputImageError, match="background is not a plain colour.*connect a MASK that marks the object"):
         prepare_condition_images(image, None, background=1.0)
 
 
@@ -75,7 +76,7 @@ def test_bad_masks_say_what_is_wrong(mask, message):
 def test_bad_images_say_what_is_wrong():
     with pytest.raises(InputImageError, match="no object found"):
         prepare_condition_images(torch.ones(1, 64, 64, 3), None, background=1.0)
-    with pytest.raises(InputImageError, match="NaN"):
+    with pytest.raises(InputImageError, match="image 0 contains NaN"):
         prepare_condition_images(torch.full((1, 64, 64, 3), float("nan")), None, background=1.0)
     with pytest.raises(InputImageError, match="at least 16x16"):
         prepare_condition_images(torch.ones(1, 8, 8, 3), None, background=1.0)
@@ -95,3 +96,43 @@ def test_view_alpha_from_a_known_background():
     views[:, 2:6, 2:6] = 0.2
     alpha = estimate_alpha_from_background(views, (1.0, 1.0, 1.0))
     assert alpha.shape == (2, 8, 8) and alpha[0, 0, 0] == 0 and alpha[0, 3, 3] == 1
+
+
+def test_images_in_0_255_are_refused_as_a_scale_problem_not_a_mask_problem():
+    scene = _scene() * 255.0  # a script or node that forgot to divide by 255
+    with pytest.raises(InputImageError) as error:
+        prepare_condition_images(scene, None, background=1.0)
+    message = str(error.value)
+    assert "image 0 has pixel values from 51 to 255" in message and "8-bit values not divided by 255" in message
+    assert "within 0..1" in message and "mask" not in message
+    with pytest.raises(InputImageError, match="from -0.6 to 1"):
+        prepare_condition_images(_scene() * 2 - 1, None, background=1.0)  # -1..1 is another scale too
+    # Resampling overshoot of a few percent is clamped, not refused.
+    overshoot = _scene()
+    overshoot[0, 30, 50] = 1.03
+    prepare_condition_images(overshoot, None, background=1.0, size=64)
+
+
+def _busy_scene():
+    image = _scene((0.5, 0.5, 0.5))
+    image[0, :, :100] = torch.rand(100, 100, 3, generator=torch.Generator().manual_seed(0))
+    return image
+
+
+@pytest.mark.parametrize("mask", [torch.zeros(1, 100, 200), torch.zeros(1, 64, 64)], ids=["all-zero", "placeholder"])
+def test_connected_but_empty_mask_is_named(mask):
+    with pytest.raises(InputImageError) as error:
+        prepare_condition_images(_busy_scene(), mask, background=1.0)
+    message = str(error.value)
+    assert "image 0: the mask given with it is empty (all zero" in message
+    assert "background is not a plain colour" in message and "connect a MASK that marks the object" in message
+
+
+def test_messages_use_the_callers_wording():
+    wording = InputWording(image="photo.png", give_mask="pass --mask FILE", mask_marks="set --mask-marks")
+    with pytest.raises(InputImageError) as error:
+        prepare_condition_images(torch.ones(1, 64, 64, 3), torch.ones(1, 64, 64), background=1.0, wording=wording,
+                                 mask_marks="background")
+    message = str(error.value)
+    assert message.startswith("photo.png: no object found") and "set --mask-marks" in message
+    assert "pass --mask FILE" in message and "node" not in message and "connect" not in message

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ..checks import refuse_non_finite
 from ..parts import Part
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ExportOptions:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, ExportError)
         if self.part_format not in PART_FORMATS + ("none",):
             raise ExportError(f"part_format must be one of {PART_FORMATS + ('none',)}, got {self.part_format!r}")
         if not 0.0 <= self.exploded <= 10.0:

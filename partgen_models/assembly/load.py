@@ -35,6 +35,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..checks import refuse_non_finite
 from ..parts import Part
 from .mesh_interop import DEFAULT_COLOR
 
@@ -56,6 +57,7 @@ class LoadOptions:
     non_manifold: str = "error"
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, LoadPartsError)
         if self.non_manifold not in NON_MANIFOLD_POLICIES:
             raise LoadPartsError(f"non_manifold must be one of {NON_MANIFOLD_POLICIES}, got {self.non_manifold!r}")
 

@@ -9,6 +9,7 @@ plain background colour, and refuses inputs where none of these gives a usable o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -20,10 +21,29 @@ _BORDER_TOLERANCE = 0.08  # max channel distance of a border pixel from the back
 _BORDER_AGREEMENT = 0.9  # share of border pixels that must match for a background to be "plain"
 _MIN_FOREGROUND = 5e-4  # share of the image the object must cover
 _MAX_FOREGROUND = 0.98
+# Resampling (bicubic upscalers) overshoots 0..1 by a few percent, which clamping fixes; values far
+# outside are another scale (0..255 from a script or a node that forgot to divide) and are refused.
+_RANGE_TOLERANCE = 0.05
 
 
 class InputImageError(ValueError):
     """The input gives no usable object; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class InputWording:
+    """How error messages name the inputs and the fixes: node inputs by default; the headless
+    command passes its flags instead (a message must name what the user can change)."""
+
+    image: str = "image {index}"
+    give_mask: str = (
+        "connect a MASK that marks the object (LoadImage's alpha, or a background-removal node such as "
+        "BiRefNet/RMBG) to the mask input"
+    )
+    mask_marks: str = "set mask_marks"
+
+
+NODE_WORDING = InputWording()
 
 
 def _border(values: torch.Tensor) -> torch.Tensor:
@@ -35,17 +55,28 @@ def _border(values: torch.Tensor) -> torch.Tensor:
     return values[inside]
 
 
-def alpha_from_background(rgb: torch.Tensor, index: int) -> torch.Tensor:
-    """Foreground of ``[H,W,3]`` on a plain background, or an :class:`InputImageError`."""
+def alpha_from_background(
+    rgb: torch.Tensor, index: int, wording: InputWording = NODE_WORDING, empty_mask: bool = False
+) -> torch.Tensor:
+    """Foreground of ``[H,W,3]`` on a plain background, or an :class:`InputImageError`.
+
+    ``empty_mask``: a mask was given but marks nothing (all zero), so the message names it.
+    """
     border = _border(rgb)
     colour = border.median(dim=0).values  # (3,)
     agreement = ((border - colour).abs().amax(dim=-1) < _BORDER_TOLERANCE).float().mean().item()
     if agreement < _BORDER_AGREEMENT:
-        raise InputImageError(
-            f"image {index}: its background is not a plain colour (only {agreement:.0%} of the border "
-            f"pixels match), so the object cannot be told apart from it. Connect a MASK (LoadImage's "
-            f"alpha, or a background-removal node such as BiRefNet/RMBG) to the mask input."
+        name = wording.image.format(index=index)
+        background = (
+            f"its background is not a plain colour (only {agreement:.0%} of the border pixels match), so the "
+            f"object cannot be told apart from it"
         )
+        if empty_mask:
+            raise InputImageError(
+                f"{name}: the mask given with it is empty (all zero: it marks nothing, as LoadImage's mask of "
+                f"an image without transparency), and {background}. Instead, {wording.give_mask}."
+            )
+        raise InputImageError(f"{name}: {background}. To fix it, {wording.give_mask}.")
     distance = (rgb - colour).abs().amax(dim=-1)  # (H, W)
     return ((distance - 0.5 * _BORDER_TOLERANCE) / _BORDER_TOLERANCE).clamp(0.0, 1.0)
 
@@ -62,15 +93,23 @@ def alpha_from_mask(mask: torch.Tensor, marks: str) -> Optional[torch.Tensor]:
     return 1.0 - mask if marks == "background" else mask
 
 
-def _check_image(image: torch.Tensor) -> torch.Tensor:
+def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> torch.Tensor:
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or image.shape[-1] not in (3, 4):
         raise InputImageError(f"expected an IMAGE [B,H,W,3] (or RGBA), got shape {tuple(image.shape)}")
+    name = wording.image.format(index="0" if image.shape[0] == 1 else f"0..{image.shape[0] - 1}")
     if not torch.isfinite(image).all():
-        raise InputImageError("the image contains NaN or infinite values")
+        raise InputImageError(f"{name} contains NaN or infinite values; check the node that made it")
     if min(image.shape[1:3]) < 16:
-        raise InputImageError(f"the image is {image.shape[2]}x{image.shape[1]} pixels; use at least 16x16")
+        raise InputImageError(f"{name} is {image.shape[2]}x{image.shape[1]} pixels; use at least 16x16")
+    low, high = image.amin().item(), image.amax().item()
+    if low < -_RANGE_TOLERANCE or high > 1.0 + _RANGE_TOLERANCE:
+        hint = " (0..255: 8-bit values not divided by 255)" if high > 2.0 else ""
+        raise InputImageError(
+            f"{name} has pixel values from {low:g} to {high:g}{hint}, but an image must hold values within "
+            f"0..1. Scale it into 0..1 (divide 8-bit values by 255), or load it with LoadImage"
+        )
     return image.float().clamp(0.0, 1.0)
 
 
@@ -87,7 +126,8 @@ def _masks_per_image(mask: Optional[torch.Tensor], batch: int, height: int, widt
     for i, m in enumerate(masks):
         if tuple(m.shape) != (height, width):
             if not bool((m > 0).any()):
-                masks[i] = None  # LoadImage's 64x64 placeholder for images without alpha
+                # LoadImage's 64x64 placeholder for images without alpha: as empty as an all-zero mask.
+                masks[i] = torch.zeros(height, width)
                 continue
             raise InputImageError(
                 f"mask {i} is {m.shape[1]}x{m.shape[0]} but the image is {width}x{height}; "
@@ -96,19 +136,23 @@ def _masks_per_image(mask: Optional[torch.Tensor], batch: int, height: int, widt
     return masks
 
 
-def square_crop_box(alpha: torch.Tensor, foreground_ratio: float, index: int) -> tuple[int, int, int]:
+def square_crop_box(
+    alpha: torch.Tensor, foreground_ratio: float, index: int, wording: InputWording = NODE_WORDING
+) -> tuple[int, int, int]:
     """(top, left, side) of the square in which the object spans ``foreground_ratio`` of the side."""
     covered = alpha > 0.5
     share = covered.float().mean().item()
+    name = wording.image.format(index=index)
     if share < _MIN_FOREGROUND:
         raise InputImageError(
-            f"image {index}: no object found (the foreground covers {share:.2%} of the image). Check that "
-            f"the mask marks the object (set mask_marks), or add a background-removal node."
+            f"{name}: no object found (the foreground covers {share:.2%} of the image). If a mask is given, "
+            f"check that it marks the object ({wording.mask_marks}); otherwise {wording.give_mask}."
         )
     if share > _MAX_FOREGROUND:
         raise InputImageError(
-            f"image {index}: the foreground covers {share:.0%} of the image, so there is no background "
-            f"to separate the object from. Connect a MASK from a background-removal node."
+            f"{name}: the foreground covers {share:.0%} of the image, so there is no background to separate "
+            f"the object from. If a mask is given, check what it marks ({wording.mask_marks}); otherwise "
+            f"{wording.give_mask}."
         )
     rows = torch.nonzero(covered.any(dim=1)).flatten()
     cols = torch.nonzero(covered.any(dim=0)).flatten()
@@ -135,9 +179,13 @@ def prepare_condition_images(
     foreground_ratio: float = 0.85,
     size: int = 512,
     mask_marks: str = "auto",
+    wording: InputWording = NODE_WORDING,
 ) -> torch.Tensor:
-    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]``: the object centred, scaled, on ``background``."""
-    image = _check_image(image)
+    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]``: the object centred, scaled, on ``background``.
+
+    ``wording`` names the inputs in error messages (node inputs, or the headless command's flags).
+    """
+    image = _check_image(image, wording)
     batch, height, width, channels = image.shape
     masks = _masks_per_image(mask, batch, height, width)
     prepared = []
@@ -147,8 +195,8 @@ def prepare_condition_images(
         if alpha is None and channels == 4 and bool((image[index, ..., 3] < 1.0).any()):
             alpha = image[index, ..., 3]
         if alpha is None:
-            alpha = alpha_from_background(rgb, index)
-        top, left, side = square_crop_box(alpha, foreground_ratio, index)
+            alpha = alpha_from_background(rgb, index, wording, empty_mask=masks[index] is not None)
+        top, left, side = square_crop_box(alpha, foreground_ratio, index, wording)
         rgba = _crop_padded(torch.cat([rgb, alpha[..., None]], dim=-1), top, left, side)  # (side, side, 4)
         composite = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
         resized = F.interpolate(

@@ -27,7 +27,7 @@ import torch
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
 from .options import MultiViewOptions
-from .preprocess import estimate_alpha_from_background, prepare_condition_images
+from .preprocess import NODE_WORDING, InputWording, estimate_alpha_from_background, prepare_condition_images
 from .zero123pp import Zero123PlusModel
 
 logger = logging.getLogger(__name__)
@@ -291,6 +291,7 @@ def generate_views(
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
     mask_marks: str = "auto",
+    wording: InputWording = NODE_WORDING,
 ) -> list[MultiView]:
     """Image(s) of an object → one :class:`MultiView` of 6 views per image.
 
@@ -298,11 +299,12 @@ def generate_views(
     ``[B,H,W]`` or ``[H,W]``; ``mask_marks`` says whether it marks the "background" (LoadImage's
     ``1 - alpha``), the "foreground" (background-removal nodes) or "auto" (decided per image from
     the border). Without a usable mask the foreground is estimated from a plain background colour.
+    ``wording`` names the inputs in error messages (node inputs, or the headless command's flags).
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
     prepared = prepare_condition_images(
         image, mask, background=model.flavour.input_background, foreground_ratio=options.foreground_ratio,
-        size=REFERENCE_SIZE, mask_marks=mask_marks,
+        size=REFERENCE_SIZE, mask_marks=mask_marks, wording=wording,
     )  # (B, 512, 512, 3) float in 0..1
     images_uint8 = (prepared * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     grids = sample_grid(model, images_uint8, options, runtime)  # (B, 3, H, W)

@@ -30,6 +30,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..cameras import LAYOUTS, ViewLayout, look_at_origin
 from ..parts import Part
 from ..views import MultiView
@@ -151,6 +152,7 @@ class RenderOptions:
     max_fragments: int = 1 << 20
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, RenderError)
         if self.shading not in SHADINGS:
             raise RenderError(f"shading must be one of {SHADINGS}, got {self.shading!r}")
         if self.supersample < 1 or self.supersample % 2 == 0:
