@@ -10,6 +10,7 @@ import folder_paths
 
 from ..partgen_models.assembly.export import PART_FORMATS, ExportOptions, export_parts
 from . import sockets
+from .comfy_runtime import interrupt_runtime
 
 
 class SaveParts(io.ComfyNode):
@@ -22,14 +23,18 @@ class SaveParts(io.ComfyNode):
             description=(
                 "Writes one GLB scene with a named node per part (vertex colours, Y up) under output/, a JSON manifest "
                 "(names, bounding boxes, face counts, the graph that made them) and optionally one file per part. "
-                "Never overwrites; an interrupted run leaves no partial files. Connect 'scene' to Preview3D."
+                "Never overwrites; an interrupt (honoured between files) or a failure leaves no partial files, and "
+                "temporaries left by a killed server are removed on the next save. Connect 'scene' to Preview3D."
             ),
             inputs=[
                 sockets.Parts.Input("parts", tooltip="From PartGen Reconstruct."),
                 io.String.Input(
                     "filename_prefix",
                     default="partgen/parts",
-                    tooltip="Path under ComfyUI's output folder; sub-folders allowed, '..' and absolute paths are refused.",
+                    tooltip=(
+                        "Path under ComfyUI's output folder; sub-folders allowed, '..' and absolute paths are refused. "
+                        "At most 200 characters, 100 per folder or file name."
+                    ),
                 ),
                 io.Combo.Input(
                     "part_files",
@@ -55,7 +60,7 @@ class SaveParts(io.ComfyNode):
     def execute(cls, parts, filename_prefix: str, part_files: str, exploded: float) -> io.NodeOutput:
         output_dir = Path(folder_paths.get_output_directory())
         options = ExportOptions(filename_prefix, part_files, exploded, metadata={"prompt": cls.hidden.prompt})
-        result = export_parts(parts, output_dir, options)
+        result = export_parts(parts, output_dir, options, interrupt_runtime())
         subfolder = "" if result.scene.parent == Path() else result.scene.parent.as_posix()
         entry = {"filename": result.scene.name, "subfolder": subfolder, "type": "output"}
         return io.NodeOutput(result.scene.as_posix(), ui={"3d": [entry]})
