@@ -64,7 +64,7 @@ def test_loadimage_placeholder_mask_is_ignored():
     "mask, message",
     [
         (torch.ones(1, 100, 200), "no object found"),
-        (torch.ones(1, 50, 50), "mask 0 is 50x50 but the image is 200x100"),
+        (torch.ones(1, 50, 50), "mask 0 is 50x50 but image 0 is 200x100"),
         (torch.ones(3, 100, 200), "3 masks for 1 images"),
     ],
 )

@@ -41,6 +41,9 @@ class InputWording:
         "BiRefNet/RMBG) to the mask input"
     )
     mask_marks: str = "set mask_marks"
+    mask: str = "mask {index}"
+    empty_mask: str = "the mask given with it is empty (all zero: it marks nothing, as LoadImage's mask of an image without transparency)"
+    matching_mask: str = "connect the mask that belongs to this image (or resize it to match)"
 
 
 NODE_WORDING = InputWording()
@@ -73,8 +76,7 @@ def alpha_from_background(
         )
         if empty_mask:
             raise InputImageError(
-                f"{name}: the mask given with it is empty (all zero: it marks nothing, as LoadImage's mask of "
-                f"an image without transparency), and {background}. Instead, {wording.give_mask}."
+                f"{name}: {wording.empty_mask}, and {background}. Instead, {wording.give_mask}."
             )
         raise InputImageError(f"{name}: {background}. To fix it, {wording.give_mask}.")
     distance = (rgb - colour).abs().amax(dim=-1)  # (H, W)
@@ -113,7 +115,9 @@ def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> t
     return image.float().clamp(0.0, 1.0)
 
 
-def _masks_per_image(mask: Optional[torch.Tensor], batch: int, height: int, width: int) -> list[Optional[torch.Tensor]]:
+def _masks_per_image(
+    mask: Optional[torch.Tensor], batch: int, height: int, width: int, wording: InputWording = NODE_WORDING
+) -> list[Optional[torch.Tensor]]:
     if mask is None:
         return [None] * batch
     if mask.ndim == 2:
@@ -130,8 +134,8 @@ def _masks_per_image(mask: Optional[torch.Tensor], batch: int, height: int, widt
                 masks[i] = torch.zeros(height, width)
                 continue
             raise InputImageError(
-                f"mask {i} is {m.shape[1]}x{m.shape[0]} but the image is {width}x{height}; "
-                f"connect the mask that belongs to this image (or resize it to match)"
+                f"{wording.mask.format(index=i)} is {m.shape[1]}x{m.shape[0]} but "
+                f"{wording.image.format(index=i)} is {width}x{height}; {wording.matching_mask}"
             )
     return masks
 
@@ -187,7 +191,7 @@ def prepare_condition_images(
     """
     image = _check_image(image, wording)
     batch, height, width, channels = image.shape
-    masks = _masks_per_image(mask, batch, height, width)
+    masks = _masks_per_image(mask, batch, height, width, wording)
     prepared = []
     for index in range(batch):
         rgb = image[index, ..., :3]
