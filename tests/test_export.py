@@ -217,3 +217,9 @@ def test_sweep_keeps_live_writers_and_recent_foreign_temporaries(tmp_path):
     removed = export_module.sweep_stale_temporaries(tmp_path, now=hour_later)
     assert sorted(p.name for p in removed) == sorted([own.name, foreign.name, legacy.name])
     assert final.is_file()
+
+
+def test_a_prefix_folder_that_is_a_file_is_named(tmp_path, parts):
+    (tmp_path / "run").write_bytes(b"not a folder")
+    with pytest.raises(ExportError, match=r"cannot create the folder .*run.* for filename_prefix 'run/chair'.*give another"):
+        export_parts(parts, tmp_path, ExportOptions(filename_prefix="run/chair"))
