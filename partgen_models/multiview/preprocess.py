@@ -2,9 +2,12 @@
 
 Upstream expects a square image of the object on the model's background; InstantMesh's ``run.py``
 removes the background, then ``resize_foreground(image, 0.85)`` crops to the alpha bounding box and
-pads to a square in which the object spans 85% of the side. This module does the same in torch on
-ComfyUI tensors, taking the foreground from (in order) a MASK, the image's own alpha channel, or a
-plain background colour, and refuses inputs where none of these gives a usable object.
+pads to a square in which the object spans 85% of the side, and the pipeline pastes that RGBA image
+on the background with PIL and hands it, at its own size, to the CLIP and VAE image processors (PIL
+bicubic resizing to 224 and 512). This module reproduces that path on ComfyUI tensors, pixel for
+pixel (``tests/test_preprocess_parity.py`` against upstream's functions), taking the foreground from
+(in order) a MASK, the image's own alpha channel, or a plain background colour, and refuses inputs
+where none of these gives a usable object.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 MASK_MARKS = ("auto", "background", "foreground")
 
@@ -140,10 +143,22 @@ def _masks_per_image(
     return masks
 
 
+def _to_uint8(values: torch.Tensor) -> np.ndarray:
+    """0..1 floats → uint8, rounding as ComfyUI's LoadImage inverts (``x / 255`` back to ``x``)."""
+    return (values * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def square_crop_box(
     alpha: torch.Tensor, foreground_ratio: float, index: int, wording: InputWording = NODE_WORDING
 ) -> tuple[int, int, int]:
-    """(top, left, side) of the square in which the object spans ``foreground_ratio`` of the side."""
+    """(top, left, side) in original pixels of the square the prepared image shows.
+
+    InstantMesh's ``resize_foreground``: the box of pixels whose 8-bit alpha is above 0, padded to a
+    square (the odd pixel of padding goes after), then to ``int(side / ratio)`` pixels. Upstream slices
+    the box as ``[y1:y2, x1:x2]`` with inclusive maxima, so the object's last row and column are left
+    out; :func:`prepare_conditions` keeps that (real weights were tuned on upstream's inputs). The
+    checks that an object exists use the half-covered pixels, so faint fringes count for the box only.
+    """
     covered = alpha > 0.5
     share = covered.float().mean().item()
     name = wording.image.format(index=index)
@@ -158,34 +173,67 @@ def square_crop_box(
             f"the object from. If a mask is given, check what it marks ({wording.mask_marks}); otherwise "
             f"{wording.give_mask}."
         )
-    rows = torch.nonzero(covered.any(dim=1)).flatten()
-    cols = torch.nonzero(covered.any(dim=0)).flatten()
-    top, bottom = rows[0].item(), rows[-1].item() + 1
-    left, right = cols[0].item(), cols[-1].item() + 1
-    side = max(1, round(max(bottom - top, right - left) / foreground_ratio))
-    return round((top + bottom - side) / 2), round((left + right - side) / 2), side
+    top, bottom, left, right = _foreground_box(alpha)
+    height, width = bottom - top, right - left
+    side = max(height, width)
+    padded = int(side / foreground_ratio)
+    return top - (side - height) // 2 - (padded - side) // 2, left - (side - width) // 2 - (padded - side) // 2, padded
 
 
-def _crop_padded(values: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
+def _foreground_box(alpha: torch.Tensor) -> tuple[int, int, int, int]:
+    """(y1, y2, x1, x2) as upstream computes them: min and max of the rows/columns with 8-bit alpha > 0."""
+    rows, cols = np.nonzero(_to_uint8(alpha) > 0)
+    top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+    if bottom - top < 1 or right - left < 1:  # upstream's slice would be empty
+        bottom, right = max(bottom, top + 1), max(right, left + 1)
+    return top, bottom, left, right
+
+
+def _crop_padded(values: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     """``values[top:top+side, left:left+side]`` with zeros outside the image: ``[side, side, C]``."""
     h, w, c = values.shape
-    out = torch.zeros(side, side, c, dtype=values.dtype)
+    out = np.zeros((side, side, c), dtype=values.dtype)
     src_t, src_l = max(top, 0), max(left, 0)
     src_b, src_r = min(top + side, h), min(left + side, w)
-    out[src_t - top : src_b - top, src_l - left : src_r - left] = values[src_t:src_b, src_l:src_r]
+    if src_b > src_t and src_r > src_l:
+        out[src_t - top : src_b - top, src_l - left : src_r - left] = values[src_t:src_b, src_l:src_r]
     return out
 
 
-def prepare_condition_images(
+def composite_on_background(rgba: np.ndarray, background: float) -> np.ndarray:
+    """``[H,W,4]`` uint8 → ``[H,W,3]`` uint8 pasted on a plain colour with PIL, as upstream's
+    ``to_rgb_image`` does (PIL's own rounding of the blend, so the pixels match exactly)."""
+    from PIL import Image
+
+    level = int(round(background * 255.0))
+    canvas = Image.new("RGB", (rgba.shape[1], rgba.shape[0]), (level, level, level))
+    layer = Image.fromarray(np.ascontiguousarray(rgba), "RGBA")
+    canvas.paste(layer, mask=layer.getchannel("A"))
+    return np.array(canvas)
+
+
+@dataclass(frozen=True)
+class PreparedCondition:
+    """One input image made ready for Zero123++.
+
+    image: ``[S,S,3]`` uint8, the square around the object pasted on the background at its own size
+        (what upstream hands the image processors, which resize it themselves).
+    box: (top, left, side) of that square in the original image's pixels (it may reach outside).
+    """
+
+    image: np.ndarray
+    box: tuple[int, int, int]
+
+
+def prepare_conditions(
     image: torch.Tensor,
     mask: Optional[torch.Tensor],
     background: float,
     foreground_ratio: float = 0.85,
-    size: int = 512,
     mask_marks: str = "auto",
     wording: InputWording = NODE_WORDING,
-) -> torch.Tensor:
-    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]``: the object centred, scaled, on ``background``.
+) -> list[PreparedCondition]:
+    """ComfyUI IMAGE (+ MASK) → one :class:`PreparedCondition` per image, as InstantMesh's path makes it.
 
     ``wording`` names the inputs in error messages (node inputs, or the headless command's flags).
     """
@@ -201,13 +249,36 @@ def prepare_condition_images(
         if alpha is None:
             alpha = alpha_from_background(rgb, index, wording, empty_mask=masks[index] is not None)
         top, left, side = square_crop_box(alpha, foreground_ratio, index, wording)
-        rgba = _crop_padded(torch.cat([rgb, alpha[..., None]], dim=-1), top, left, side)  # (side, side, 4)
-        composite = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
-        resized = F.interpolate(
-            composite.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )[0].permute(1, 2, 0)
-        prepared.append(resized.clamp(0.0, 1.0))
-    return torch.stack(prepared)
+        y1, y2, x1, x2 = _foreground_box(alpha)
+        rgba = np.concatenate([_to_uint8(rgb), _to_uint8(alpha)[..., None]], axis=-1)  # (H, W, 4)
+        # Only upstream's foreground slice is kept: the padding around it is transparent black.
+        square = _crop_padded(rgba[y1:y2, x1:x2], top - y1, left - x1, side)
+        prepared.append(PreparedCondition(composite_on_background(square, background), (top, left, side)))
+    return prepared
+
+
+def resize_like_processor(image: np.ndarray, size: int) -> np.ndarray:
+    """``[S,S,3]`` uint8 → ``[size,size,3]`` uint8, PIL bicubic: the resize the VAE processor applies."""
+    from PIL import Image
+
+    return np.array(Image.fromarray(image).resize((size, size), resample=Image.BICUBIC))
+
+
+def prepare_condition_images(
+    image: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    background: float,
+    foreground_ratio: float = 0.85,
+    size: int = 512,
+    mask_marks: str = "auto",
+    wording: InputWording = NODE_WORDING,
+) -> torch.Tensor:
+    """ComfyUI IMAGE (+ MASK) → ``[B,size,size,3]`` float: the object centred, scaled, on ``background``.
+
+    At 512 this is exactly the image the VAE encoder sees (the reference latent's input).
+    """
+    conditions = prepare_conditions(image, mask, background, foreground_ratio, mask_marks, wording)
+    return torch.stack([torch.from_numpy(resize_like_processor(c.image, size)).float() / 255.0 for c in conditions])
 
 
 def estimate_alpha_from_background(views: torch.Tensor, background: tuple[float, float, float]) -> torch.Tensor:
