@@ -10,6 +10,7 @@ import folder_paths
 
 from ..partgen_models.assembly.export import PART_FORMATS, ExportOptions, export_parts
 from . import sockets
+from .comfy_runtime import interrupt_runtime
 
 
 class SaveParts(io.ComfyNode):
@@ -25,15 +26,19 @@ class SaveParts(io.ComfyNode):
                 "normals split at creases and its colour in linear space as glTF requires (Blender, three.js and "
                 "engines show the same colours). Also a JSON manifest (names, pivots, bounding boxes, face counts, "
                 "the graph that made them) and optionally one file per part (OBJ+MTL and GLB Y up; PLY and STL Z up, "
-                "as Blender and slicers import them). Never overwrites; an interrupted run leaves no partial files. "
-                "Connect 'scene' to Preview3D."
+                "as Blender and slicers import them). Never overwrites; an interrupt (honoured between files) or a "
+                "failure leaves no partial files, and temporaries left by a killed server are removed on the next "
+                "save. Connect 'scene' to Preview3D."
             ),
             inputs=[
                 sockets.Parts.Input("parts", tooltip="From PartGen Reconstruct."),
                 io.String.Input(
                     "filename_prefix",
                     default="partgen/parts",
-                    tooltip="Path under ComfyUI's output folder; sub-folders allowed, '..' and absolute paths are refused.",
+                    tooltip=(
+                        "Path under ComfyUI's output folder; sub-folders allowed, '..' and absolute paths are refused. "
+                        "At most 200 characters, 100 per folder or file name."
+                    ),
                 ),
                 io.Combo.Input(
                     "part_files",
@@ -88,7 +93,7 @@ class SaveParts(io.ComfyNode):
         output_dir = Path(folder_paths.get_output_directory())
         options = ExportOptions(filename_prefix, part_files, exploded, metadata={"prompt": cls.hidden.prompt},
                                 crease_angle=crease_angle, roughness=roughness, on_ground=on_ground)
-        result = export_parts(parts, output_dir, options)
+        result = export_parts(parts, output_dir, options, interrupt_runtime())
         subfolder = "" if result.scene.parent == Path() else result.scene.parent.as_posix()
         entry = {"filename": result.scene.name, "subfolder": subfolder, "type": "output"}
         return io.NodeOutput(result.scene.as_posix(), ui={"3d": [entry]})

@@ -186,3 +186,23 @@ def test_texture_options_are_validated():
         ReconstructionOptions(texture="on")
     with pytest.raises(ValueError, match="texture size must be an integer within 512..4096, got 100"):
         ReconstructionOptions(texture="field", texture_size=100)
+
+
+def test_a_part_without_surface_is_skipped_with_what_happened_and_what_to_try(nerf_model, monkeypatch, caplog):
+    _sphere_field(monkeypatch, nerf_model, radius=-1.0)  # density about 0 everywhere: never crosses 10
+    with caplog.at_level(logging.WARNING), pytest.raises(rec.ReconstructionError, match="no part produced a surface"):
+        rec.reconstruct_parts(nerf_model, _part_views(1), ReconstructionOptions(resolution=24))
+    message = caplog.text
+    assert "'part_0' is skipped: the predicted density never crosses density_threshold 10 on the 24^3 grid" in message
+    assert "Try:" in message and "a lower density_threshold" in message
+
+
+def test_flexicubes_without_sign_change_says_so(tmp_path, monkeypatch):
+    model = load_instantmesh(write_tiny_instantmesh(tmp_path / "instant_mesh_large.ckpt", "mesh"))
+    monkeypatch.setattr(rec, "_features", lambda model, planes, points: points.to(torch.float32))
+    monkeypatch.setattr(model.decoder, "sdf_and_deformation",
+                        lambda points: (torch.full((points.shape[0], 1), 0.25), torch.zeros(points.shape[0], 3)))
+    planes = torch.zeros(1, 3, model.config.triplane_dim, 8, 8)
+    with pytest.raises(rec.NoSurface, match=r"never changes sign on the 16\^3 grid \(every value is positive: "
+                                            r"0.25..0.25\).*Upstream InstantMesh would output the grid's bounding box"):
+        rec.extract_flexicubes(model, planes, 16, ReconstructionOptions(), Runtime())

@@ -3,7 +3,9 @@
 Files are only ever written under the caller's output folder, with sanitised names, never over an
 existing file, and atomically: everything is first written to temporary files, then each is linked
 to its final name (``os.link`` refuses to replace an existing file), so an interrupted or failed run
-leaves no partial output behind.
+leaves no partial output behind. A writer killed outright (SIGKILL, out-of-memory kill, power loss)
+cannot clean up after itself; its temporaries carry its host and process id in their name, and the
+next export into the same folder sweeps those whose writer is gone (see :func:`sweep_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import json
 import logging
 import math
 import os
+import errno
 import re
+import socket
 import struct
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..checks import refuse_non_finite
 from ..parts import Part, placed_mesh
+from ..runtime import Runtime
 from .gltf import Material, MeshNode, glb_bytes, srgb_to_linear
 from .normals import split_normals
 
@@ -30,6 +37,17 @@ logger = logging.getLogger(__name__)
 
 PART_FORMATS = ("glb", "obj", "stl", "ply")
 _SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+# File names are limited to 255 bytes on every common file system, and the counter, "_exploded", a
+# part name and the suffix are appended to the prefix's last component; sanitised names are ASCII,
+# so characters are bytes here.
+MAX_PREFIX_CHARS = 200
+MAX_NAME_CHARS = 100
+MAX_PART_NAME_CHARS = 64
+_TEMPORARY_PREFIX = ".partgen-"
+_TEMPORARY_SUFFIX = ".tmp"
+# A temporary whose writer cannot be checked (another host, or no process table to ask) is stale once
+# it is this old: a live writer links its temporaries seconds after writing them.
+STALE_AFTER_S = 3600.0
 
 
 class ExportError(ValueError):
@@ -64,6 +82,7 @@ class ExportOptions:
     on_ground: bool = False
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, ExportError)
         if self.part_format not in PART_FORMATS + ("none",):
             raise ExportError(f"part_format must be one of {PART_FORMATS + ('none',)}, got {self.part_format!r}")
         for name, low, high in (("exploded", 0.0, 10.0), ("crease_angle", 0.0, 180.0), ("roughness", 0.0, 1.0)):
@@ -80,10 +99,15 @@ class ExportResult:
 
 
 def sanitize_prefix(prefix: str) -> tuple[Path, str]:
-    """``"a/b/name"`` → (subfolder, base name); refuses absolute paths and ``..``."""
+    """``"a/b/name"`` → (subfolder, base name); refuses absolute paths, ``..`` and overlong names."""
     text = prefix.strip().replace("\\", "/")
     if not text:
         raise ExportError("filename_prefix is empty; give a name such as 'partgen/chair'")
+    if len(text) > MAX_PREFIX_CHARS:
+        raise ExportError(
+            f"filename_prefix is {len(text)} characters long ({text[:40]!r}...); give at most {MAX_PREFIX_CHARS}, "
+            f"such as 'partgen/chair'"
+        )
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         raise ExportError(f"filename_prefix {prefix!r} is an absolute path; give a path relative to the output folder")
     components = [c for c in text.split("/") if c not in ("", ".")]
@@ -92,11 +116,18 @@ def sanitize_prefix(prefix: str) -> tuple[Path, str]:
     cleaned = [(_SAFE.sub("_", c).strip(" .") or "_") for c in components]
     if not cleaned:
         raise ExportError(f"filename_prefix {prefix!r} has no usable name")
+    too_long = [c for c in cleaned if len(c) > MAX_NAME_CHARS]
+    if too_long:
+        raise ExportError(
+            f"filename_prefix has a folder or file name of {len(too_long[0])} characters ({too_long[0][:40]!r}...); "
+            f"keep each name between '/' to at most {MAX_NAME_CHARS} characters (file names are limited to 255 "
+            f"bytes, and a counter and the part names are appended)"
+        )
     return Path(*cleaned[:-1]) if len(cleaned) > 1 else Path(), cleaned[-1]
 
 
 def part_file_name(name: str) -> str:
-    return _SAFE.sub("_", name).strip(" .") or "part"
+    return (_SAFE.sub("_", name).strip(" .") or "part")[:MAX_PART_NAME_CHARS]
 
 
 def check_parts(parts: Sequence[Part]) -> None:
@@ -416,8 +447,17 @@ def _next_counter(folder: Path, base: str) -> int:
     return max(used, default=0) + 1
 
 
-def export_parts(parts: Sequence[Part], output_dir: Path, options: ExportOptions = ExportOptions()) -> ExportResult:
-    """Write the scene GLB, the manifest and optional per-part files; return paths relative to ``output_dir``."""
+def export_parts(
+    parts: Sequence[Part],
+    output_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    runtime: Optional[Runtime] = None,
+) -> ExportResult:
+    """Write the scene GLB, the manifest and optional per-part files; return paths relative to ``output_dir``.
+
+    ``runtime.check_interrupt`` is honoured between files; an interrupt leaves no file behind.
+    """
+    check_interrupt = runtime.check_interrupt if runtime is not None else (lambda: None)
     check_parts(parts)
     output_dir = Path(output_dir).resolve()
     subfolder, base = sanitize_prefix(options.filename_prefix)
@@ -438,7 +478,8 @@ def export_parts(parts: Sequence[Part], output_dir: Path, options: ExportOptions
     stem_template = f"{base}_{{counter:05}}{suffix}"
     scene = scene_glb(prepared, options, object_name=base, root_matrix=root)
 
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder, options.filename_prefix)
+    sweep_stale_temporaries(folder)
     for _attempt in range(100):
         counter = _next_counter(folder, base)
         stem = stem_template.format(counter=counter)
@@ -452,7 +493,7 @@ def export_parts(parts: Sequence[Part], output_dir: Path, options: ExportOptions
                     contents[part_stem + file_suffix] = data
         manifest_name = f"{stem}.json"
         contents[manifest_name] = json.dumps(_manifest(prepared, offsets, files, options), indent=2).encode()
-        if _write_all_or_nothing(folder, contents):
+        if _write_all_or_nothing(folder, contents, check_interrupt, options.filename_prefix):
             break
     else:
         raise ExportError(f"could not find a free file name for {base!r} in {folder}")
@@ -468,19 +509,94 @@ def _umask() -> int:
     return mask
 
 
-def _write_all_or_nothing(folder: Path, contents: dict[str, bytes]) -> bool:
-    """Write every file or none; False when a final name is already taken (then nothing is left)."""
+def _make_folder(folder: Path, prefix: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(
+            f"cannot create the folder {folder} for filename_prefix {prefix!r}: {error.strerror or error}; "
+            f"give another filename_prefix (a file may already have that name)"
+        ) from None
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "", socket.gethostname())[:24] or "host"
+
+
+def _temporary_prefix() -> str:
+    """``.partgen-<host>-<pid>-``: lets a later export tell whether the writer still runs."""
+    return f"{_TEMPORARY_PREFIX}{_host_tag()}-{os.getpid()}-"
+
+
+_TEMPORARY_NAME = re.compile(re.escape(_TEMPORARY_PREFIX) + r"(?:([A-Za-z0-9]+)-(\d+)-)?.*" + re.escape(_TEMPORARY_SUFFIX) + "$")
+
+
+def _writer_gone(host: Optional[str], pid: Optional[str]) -> bool:
+    """True only when the writer is known to have ended (same host, no such process)."""
+    if host is None or host != _host_tag() or os.name != "posix":
+        return False  # another machine, an older name without a pid, or no safe way to ask (Windows)
+    if int(pid) == os.getpid():
+        return False  # this process: another thread may be writing
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists under another user, or cannot be asked
+    return False
+
+
+def sweep_stale_temporaries(folder: Path, now: Optional[float] = None) -> list[Path]:
+    """Remove temporaries left in ``folder`` by writers that were killed; return what was removed.
+
+    A temporary is stale when its writer (same host) no longer runs, or when it is older than
+    :data:`STALE_AFTER_S` (other hosts, pid reuse, older names). Final names are never touched.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY_NAME.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if _writer_gone(match.group(1), match.group(2)) or age > STALE_AFTER_S:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:
+            continue  # swept by another export at the same time
+        except OSError as error:
+            logger.warning("could not remove the stale temporary %s: %s", entry.path, error)
+    if removed:
+        logger.info("removed %d temporary file(s) left in %s by an interrupted save", len(removed), folder)
+    return removed
+
+
+def _write_all_or_nothing(
+    folder: Path, contents: dict[str, bytes], check_interrupt: Callable[[], None], prefix: str
+) -> bool:
+    """Write every file or none; False when a final name is already taken (then nothing is left).
+
+    ``check_interrupt`` runs before each file; an interrupt removes everything written so far.
+    """
     temporaries: dict[str, str] = {}
     linked: list[Path] = []
+    name = ""
     try:
         for name, data in contents.items():
-            handle, temporary = tempfile.mkstemp(prefix=".partgen-", suffix=".tmp", dir=folder)
+            check_interrupt()
+            handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(), suffix=_TEMPORARY_SUFFIX, dir=folder)
+            temporaries[name] = temporary
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
-            temporaries[name] = temporary
+        check_interrupt()
         for name, temporary in temporaries.items():
             final = folder / name
             os.link(temporary, final)  # fails if the name exists: never overwrite
@@ -490,6 +606,18 @@ def _write_all_or_nothing(folder: Path, contents: dict[str, bytes]) -> bool:
         for path in linked:
             path.unlink(missing_ok=True)
         return False
+    except OSError as error:
+        for path in linked:
+            path.unlink(missing_ok=True)
+        # Name the file the user asked for, not the internal temporary.
+        hint = (
+            "give a shorter filename_prefix" if error.errno == errno.ENAMETOOLONG
+            else "free some disk space" if error.errno == errno.ENOSPC
+            else "check the folder's permissions and free space"
+        )
+        raise ExportError(
+            f"could not write {name} in {folder} (filename_prefix {prefix!r}): {error.strerror or error}; {hint}"
+        ) from None
     except BaseException:
         for path in linked:
             path.unlink(missing_ok=True)

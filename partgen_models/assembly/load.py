@@ -42,6 +42,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..checks import refuse_non_finite
 from ..parts import Part, place
 from .gltf import GltfDocument, linear_to_srgb, read_accessor, read_document
 from .mesh_interop import DEFAULT_COLOR
@@ -64,6 +65,7 @@ class LoadOptions:
     non_manifold: str = "error"
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, LoadPartsError)
         if self.non_manifold not in NON_MANIFOLD_POLICIES:
             raise LoadPartsError(f"non_manifold must be one of {NON_MANIFOLD_POLICIES}, got {self.non_manifold!r}")
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..multiview.options import MultiViewOptions
 from ..multiview.preprocess import estimate_alpha_from_background
 from ..multiview.sampler import decode_latents, encode_grids, make_scheduler, sample_latents
@@ -48,6 +49,7 @@ class CompletionOptions:
     max_batch: int = 8
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,13 @@ import torch
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
 from .options import MultiViewOptions
-from .preprocess import estimate_alpha_from_background, prepare_condition_images
+from .preprocess import (
+    NODE_WORDING,
+    InputWording,
+    estimate_alpha_from_background,
+    prepare_conditions,
+    resize_like_processor,
+)
 from .zero123pp import Zero123PlusModel
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,7 @@ def _randn_each(shape: tuple[int, ...], generators: list[torch.Generator], like:
     return torch.cat([_randn((1,) + tuple(shape[1:]), g, like) for g in generators])
 
 
-def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _pixel_values(processor, images_uint8: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     pixels = processor(images=list(images_uint8), return_tensors="pt").pixel_values
     return pixels.to(device=device, dtype=dtype)
 
@@ -82,19 +88,20 @@ def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dty
 @torch.no_grad()
 def encode_condition(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     guidance: bool,
     aux_generators: list[torch.Generator],
     text_embeds: Optional[torch.Tensor] = None,
 ) -> EncodedCondition:
     """CLIP image embedding ramped into the empty prompt, and the VAE reference latent.
 
-    ``images_uint8``: ``[B,H,W,3]`` RGB already composited on the model's input background.
+    ``images_uint8``: B ``[H,W,3]`` RGB images (sizes may differ; a ``[B,H,W,3]`` array works too) already
+    composited on the model's input background; the processors resize them, as upstream's do.
     ``text_embeds`` ``[1,77,D]`` replaces the empty prompt in the conditional half (text-guided
     editing); the unconditional half keeps CLIPText("").
     """
     device, dtype = model.device, model.dtype
-    batch = images_uint8.shape[0]
+    batch = len(images_uint8)
     clip_pixels = _pixel_values(model.feature_extractor_clip, images_uint8, device, dtype)  # (B, 3, 224, 224)
     vae_pixels = _pixel_values(model.feature_extractor_vae, images_uint8, device, dtype)  # (B, 3, 512, 512)
 
@@ -137,11 +144,11 @@ def latent_preview(latents: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_grid(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
 ) -> torch.Tensor:
-    """Sample one grid per conditioning image: ``[B,H,W,3]`` uint8 → ``[B,3,3·S,2·S]`` float in 0..1.
+    """Sample one grid per conditioning image: B ``[H,W,3]`` uint8 → ``[B,3,3·S,2·S]`` float in 0..1.
 
     The images are used as given (upstream feeds them to its image processors as they are); use
     :func:`generate_views` to crop, recentre and composite an arbitrary input first.
@@ -230,7 +237,7 @@ def _guided_velocity(model: Zero123PlusModel, model_input: torch.Tensor, referen
 @torch.no_grad()
 def sample_latents(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
     *,
@@ -253,13 +260,15 @@ def sample_latents(
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
     # 1. check inputs
-    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
-        raise ValueError(f"expected uint8 RGB images [B,H,W,3], got {images_uint8.dtype} {images_uint8.shape}")
+    images_uint8 = list(images_uint8)
+    for array in images_uint8:
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB images [H,W,3], got {array.dtype} {array.shape}")
     runtime.prepare(model)
     layout = model.layout
     height, width = layout.rows * options.view_size, layout.cols * options.view_size
     guidance = options.guidance_scale > 1.0
-    images = images_uint8.shape[0]
+    images = len(images_uint8)
     batch = images * samples_per_image
     seeds = make_seeds(options, images, samples_per_image, sample_seeds, image_seeds)
     extra_channels = extra_input_channels(model, concat_latents)
@@ -338,6 +347,7 @@ def generate_views(
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
     mask_marks: str = "auto",
+    wording: InputWording = NODE_WORDING,
 ) -> list[MultiView]:
     """Image(s) of an object → one :class:`MultiView` of 6 views per image.
 
@@ -345,16 +355,18 @@ def generate_views(
     ``[B,H,W]`` or ``[H,W]``; ``mask_marks`` says whether it marks the "background" (LoadImage's
     ``1 - alpha``), the "foreground" (background-removal nodes) or "auto" (decided per image from
     the border). Without a usable mask the foreground is estimated from a plain background colour.
+    ``wording`` names the inputs in error messages (node inputs, or the headless command's flags).
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
-    crop_boxes: list[tuple[int, int, int]] = []
-    prepared = prepare_condition_images(
+    conditions = prepare_conditions(
         image, mask, background=model.flavour.input_background, foreground_ratio=options.foreground_ratio,
-        size=REFERENCE_SIZE, mask_marks=mask_marks, crop_boxes=crop_boxes,
-    )  # (B, 512, 512, 3) float in 0..1
+        mask_marks=mask_marks, wording=wording,
+    )
+    crop_boxes = [c.box for c in conditions]
     source_size = (int(image.shape[-3]), int(image.shape[-2]))
-    images_uint8 = (prepared * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-    grids = sample_grid(model, images_uint8, options, runtime)  # (B, 3, H, W)
+    # Each square at its own size, as upstream hands it to the CLIP and VAE processors.
+    grids = sample_grid(model, [c.image for c in conditions], options, runtime)  # (B, 3, H, W)
+    prepared = [torch.from_numpy(resize_like_processor(c.image, REFERENCE_SIZE)).float() / 255.0 for c in conditions]
     layout = model.layout
     background = (model.flavour.output_background,) * 3
     c2w = layout.camera_to_world()

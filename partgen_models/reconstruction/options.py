@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..checks import refuse_non_finite
+
 
 @dataclass(frozen=True)
 class ReconstructionOptions:
@@ -40,6 +42,7 @@ class ReconstructionOptions:
     texture_size: int = 1024
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.resolution is not None and not 16 <= self.resolution <= 512:
             raise ValueError(f"resolution must be within 16..512, got {self.resolution}")
         if self.memory_budget_mb < 64:

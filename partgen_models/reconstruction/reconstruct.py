@@ -31,6 +31,10 @@ DEFORMATION_MULTIPLIER = 4.0  # lrm_mesh.py: deformation = tanh(d) / (grid_res *
 _EMPTY_ALPHA = 0.5
 
 
+class NoSurface(Exception):
+    """The field of one part has no iso-surface; the message says what the field held (internal)."""
+
+
 class ReconstructionError(ValueError):
     """The views cannot be reconstructed; the message says why."""
 
@@ -130,7 +134,12 @@ def extract_flexicubes(
     vertices = grid.vertices + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
     cube_ids = surface_cubes(grid, sdf)
     if cube_ids.numel() == 0:
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+        side = "positive" if float(sdf.min()) > 0 else "negative"
+        raise NoSurface(
+            f"the predicted signed distance never changes sign on the {resolution}^3 grid (every value is {side}: "
+            f"{float(sdf.min()):.3g}..{float(sdf.max()):.3g}), so there is no surface between inside and outside. "
+            f"Upstream InstantMesh would output the grid's bounding box here"
+        )
 
     # Weights only for cubes on the surface: FlexiCubes ignores the others (upstream evaluates all).
     corners = cube_corner_ids(grid, cube_ids)  # (S, 8), computed from the ids: no R^3 table read
@@ -195,7 +204,11 @@ def extract_marching_cubes(
     if options.watertight:
         field = close_at_grid_boundary_density(field, options.density_threshold)
     if not (field.min() < options.density_threshold < field.max()):
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+        # Upstream's marching cubes raises here (IndexError in InstantNeRF.extract_mesh).
+        raise NoSurface(
+            f"the predicted density never crosses density_threshold {options.density_threshold:g} on the "
+            f"{resolution}^3 grid (it spans {float(field.min()):.3g}..{float(field.max()):.3g}), so there is no surface"
+        )
     # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
     vertices, faces, _, _ = marching_cubes(field, level=options.density_threshold, gradient_direction="ascent")
     vertices = torch.from_numpy(vertices.copy()).float() / (resolution - 1) * 2 - 1
@@ -282,9 +295,15 @@ def reconstruct_parts(
     parts = []
     for done, (index, part_planes) in enumerate(zip(keep, planes)):
         name = views.names[index]
-        vertices, faces = extract(model, part_planes[None], resolution, options, runtime)
-        if faces.shape[0] == 0:
-            logger.warning("part %r: the reconstructed field has no surface; skipped", name)
+        try:
+            vertices, faces = extract(model, part_planes[None], resolution, options, runtime)
+        except NoSurface as empty:
+            logger.warning(
+                "part %r is skipped: %s. The model did not see a solid object in its views. Try: check that the "
+                "part's views show it clearly on white (its masks, or Complete Parts with another seed), use all "
+                "6 views, a higher resolution for a thin part%s", name, empty,
+                ", or a lower density_threshold" if model.config.variant == "nerf" else "",
+            )
             runtime.progress(done + 1, len(keep), None)
             continue
         colors = vertex_colors(model, part_planes[None], vertices, options, runtime)
@@ -300,5 +319,8 @@ def reconstruct_parts(
         parts.append(part)
         runtime.progress(done + 1, len(keep), None)
     if not parts:
-        raise ReconstructionError("no part produced a surface; the reconstruction model saw nothing it could close")
+        raise ReconstructionError(
+            "no part produced a surface: the reconstruction model saw nothing it could close (see the warnings "
+            "for each part); check the views that reach Reconstruct and the part masks"
+        )
     return parts

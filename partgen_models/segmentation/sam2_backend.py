@@ -38,6 +38,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..multiview.preprocess import estimate_alpha_from_background
 from ..modules import DeviceFromWeights
 from ..runtime import Runtime, default_runtime
@@ -97,6 +98,7 @@ class Sam2Options:
     points_per_batch: int = 32
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if not 1 <= self.points_per_side <= 64:
             raise ValueError(f"points_per_side must be within 1..64, got {self.points_per_side}")
         if not 1 <= self.max_proposals <= 256:

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..checks import refuse_non_finite
 from ..modules import DeviceFromWeights
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView
@@ -45,6 +46,7 @@ class Sam3Options:
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in ("threshold", "mask_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..checks import refuse_non_finite
 from ..multiview.options import MultiViewOptions
 from ..multiview.sampler import decode_latents, encode_grids, sample_latents
 from ..runtime import Runtime, default_runtime
@@ -35,6 +36,7 @@ class SegmentationOptions:
     iou_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if not 1 <= self.num_samples <= 64:
             raise ValueError(f"num_samples must be within 1..64, got {self.num_samples}")
         if not 0.0 <= self.min_area < 0.5:
