@@ -1005,7 +1005,11 @@ def main(argv: list[str] | None = None) -> int:
         wanted = argv[1:] or [h.version for h in HOSTS]
         for host in HOSTS:
             if host.version in wanted:
-                print(comfyui_root(host))
+                try:
+                    print(f"ComfyUI {host.version}: {comfyui_root(host)}")
+                except ComfyUIUnavailable as exc:
+                    print(f"ComfyUI {host.version} unavailable: {exc}", file=sys.stderr)
+                    return 1
         return 0
     print("usage: comfyui_harness.py fetch [VERSION] | run-executor --comfyui ROOT --base DIR --ready F "
           "(job folders on stdin)",
