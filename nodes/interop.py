@@ -44,6 +44,7 @@ class PartsToMesh(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenPartsToMesh",
+            **host_features.search_aliases("parts to mesh", "convert parts"),
             display_name="PartGen Parts to MESH",
             category="PartGen/interop",
             description=(
@@ -79,6 +80,7 @@ class MeshToParts(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenMeshToParts",
+            **host_features.search_aliases("mesh to parts", "split mesh"),
             display_name="PartGen MESH to Parts",
             category="PartGen/interop",
             description=(
@@ -126,7 +128,7 @@ class LoadParts(io.ComfyNode):
                     tooltip="A .glb/.gltf/.obj in ComfyUI's input folder or input/3d (a glTF's .bin and textures next to it).",
                 ),
                 io.Combo.Input(
-                    "non_manifold",
+                    "non_manifold", **host_features.advanced(),
                     options=list(NON_MANIFOLD_POLICIES),
                     default="error",
                     tooltip=(
@@ -134,7 +136,6 @@ class LoadParts(io.ComfyNode):
                         "'keep' loads it unchanged (rendering views does not need a clean surface)."
                     ),
                 ),
-            ],
                 # ComfyUI 0.30+: a typed 3D file from core Load3D or PartGen Save Parts instead of the file list.
                 *([io.MultiType.Input(
                     "model_3d", types=host_features.file3d_types(), optional=True,
