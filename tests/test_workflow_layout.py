@@ -19,12 +19,13 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
 
 NODE_TITLE_HEIGHT = 30  # LiteGraph's title bar, drawn above pos
+BADGE_HEIGHT = 24       # 0.30's frontend draws a custom node's source badge ("comfyui-partgen") above its title
 GAP = 10                # nodes closer than this look joined
 NOTE_TYPES = {"Note", "MarkdownNote"}
 SCREEN = (1280, 720)    # a small laptop window
 VIEW_MARGIN_PX = 60     # where the graph's top-left corner lands on screen (clear of the menu bar)
 FIT_WIDTH_PX = 1800     # the saved scale fits this many pixels of graph width...
-MIN_SCALE, MAX_SCALE = 0.45, 0.75  # ...within a readable range
+MIN_SCALE, MAX_SCALE = 0.6, 0.75  # ...within a readable range (below 0.6 the editor draws no text)
 
 
 def _xy(value) -> tuple[float, float]:
@@ -32,9 +33,10 @@ def _xy(value) -> tuple[float, float]:
 
 
 def node_box(node: dict) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) as drawn, title bar included."""
+    """(left, top, right, bottom) as drawn, title bar (and a pack node's badge) included."""
     (x, y), (w, h) = _xy(node["pos"]), _xy(node["size"])
-    return x, y - NODE_TITLE_HEIGHT, x + w, y + h
+    badge = BADGE_HEIGHT if str(node.get("type", "")).startswith("PartGen") else 0
+    return x, y - NODE_TITLE_HEIGHT - badge, x + w, y + h
 
 
 def graph_bounds(workflow: dict) -> tuple[float, float, float, float]:
