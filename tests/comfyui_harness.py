@@ -592,9 +592,9 @@ def _last_activity(job: dict, events_file: Path) -> str:
         node = str(data["node"])
         kind = prompt.get(node, {}).get("class_type", "?")
         if event == "progress":
-            return f"last progress: node {node} ({kind}) at {data.get('value')}/{data.get('max')}"
+            return f"it was in node {node} ({kind}) at step {data.get('value')}/{data.get('max')}"
         if event == "executing":
-            return f"last node started: {node} ({kind})"
+            return f"it was in node {node} ({kind}), which had reported no progress yet"
     return "no node had started (still validating or loading)"
 
 
