@@ -96,12 +96,19 @@ def host_has_file3d(comfyui_path: Path) -> bool:
     return "File3DGLB" in (comfyui_path / "comfy_api" / "latest" / "_io.py").read_text()
 
 
-def _jobs(with_file3d: bool = False) -> list[dict]:
+# Graphs whose nodes image_to_parts also runs (and whose views graph the interrupt and transparent-image
+# jobs run on every host): on newer hosts they are left out to keep CI within its time; the oldest host
+# runs every shipped workflow.
+SUBSET_WORKFLOWS = ("image_to_part_masks_api.json", "image_to_views_api.json")
+
+
+def _jobs(with_file3d: bool = False, every_workflow: bool = True) -> list[dict]:
     jobs = [{"name": "core_smoke", "prompt": harness.core_smoke_prompt(64, 48, "tier2_smoke")}]
     if with_file3d:
         jobs.append({"name": "file3d_round_trip", "prompt": file3d_round_trip_prompt()})
     for name, prompt in WORKFLOWS.items():
-        jobs.append({"name": name, "prompt": prompt})
+        if every_workflow or name not in SUBSET_WORKFLOWS:
+            jobs.append({"name": name, "prompt": prompt})
     for name, prompt in VALIDATE_ONLY.items():
         jobs.append({"name": name, "prompt": prompt, "validate_only": True})
     wf = _base_workflow()
@@ -123,9 +130,9 @@ def _jobs(with_file3d: bool = False) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def results(comfyui_path, comfyui_base) -> dict[str, dict]:
-    out = harness.run_executor(_jobs(host_has_file3d(comfyui_path)), comfyui_base, root=comfyui_path,
-                               timeout_s=JOB_TIMEOUT_S)
+def results(comfyui_path, comfyui_base, comfyui_host) -> dict[str, dict]:
+    jobs = _jobs(host_has_file3d(comfyui_path), every_workflow=comfyui_host not in harness.HOSTS[1:])
+    out = harness.run_executor(jobs, comfyui_base, root=comfyui_path, timeout_s=JOB_TIMEOUT_S)
     return _Results({r["name"]: r for r in out})
 
 
@@ -185,6 +192,8 @@ def test_workflows_exist():
 def test_shipped_workflow_runs(results, name):
     from PIL import Image
 
+    if name not in results and name in SUBSET_WORKFLOWS:
+        pytest.skip("its nodes run in image_to_parts_api.json on this host (CI time)")
     r = results[name]
     prompt = WORKFLOWS[name]
     assert r["valid"], _explain(r)
