@@ -26,9 +26,9 @@ pytestmark = pytest.mark.tier2
 MULTIVIEW = "PartGenMultiView"
 INTERRUPT_STEPS = 200
 FULL_LENGTH = "image_to_views_api.json"  # runs exactly as shipped; the longer graphs run with few steps
-# Per prompt: generous for 2 busy CPU cores (the slowest prompt, edit_part, takes a few minutes when
-# the machine is shared); $PARTGEN_TIER2_JOB_TIMEOUT_S raises it on a slower machine.
-JOB_TIMEOUT_S = float(os.environ.get("PARTGEN_TIER2_JOB_TIMEOUT_S", "480"))
+# Per prompt. The slowest prompts take about 2 minutes on 2 idle CPU cores and 10-12 minutes on 2 cores
+# shared with six other test runs (load ~17, measured); $PARTGEN_TIER2_JOB_TIMEOUT_S changes it.
+JOB_TIMEOUT_S = float(os.environ.get("PARTGEN_TIER2_JOB_TIMEOUT_S", "900"))
 
 
 def _shortened(name: str, prompt: dict) -> dict:
