@@ -339,21 +339,32 @@ def _files(result: dict, node_id: str) -> list[Path]:
 
 
 @pytest.mark.tier2
-def test_core_save_glb_writes_our_mesh(interop_run):
+def _host_mesh_has_counts(comfyui_path: Path) -> bool:
+    """Feature-detected from the host's source, as the nodes do from its MESH class."""
+    source = comfyui_path / "comfy_api" / "latest" / "_util" / "geometry_types.py"
+    return source.is_file() and "vertex_counts" in source.read_text()
+
+
+def test_core_save_glb_writes_our_mesh(interop_run, comfyui_path):
     parts, runs = interop_run
     result = runs["graph"]
     assert result["valid"] and result["success"], _explain(result)
+    counted = _host_mesh_has_counts(comfyui_path)
     per_part, merged, auto = _files(result, "3"), _files(result, "5"), _files(result, "7")
-    assert len(per_part) == len(parts) and len(merged) == 1 and len(auto) == 1  # 0.3.75: auto = merged
+    # auto: per part where the host's MESH has per-item counts (0.30), else merged (0.3.75)
+    assert len(per_part) == len(parts) and len(merged) == 1 and len(auto) == (len(parts) if counted else 1)
     largest = max(p.vertices.shape[0] for p in parts)
     for path, part in zip(per_part, parts):
         mesh = trimesh.load(path, force="mesh", process=False)
-        # 0.3.75's SaveGLB ignores counts: the padding is written, and covers no area
-        assert len(mesh.vertices) == largest
+        # 0.30's SaveGLB cuts each item to its count; 0.3.75's ignores counts: the padding is written,
+        # and covers no area
+        assert len(mesh.vertices) == (part.vertices.shape[0] if counted else largest)
         assert mesh.area == pytest.approx(float(trimesh.Trimesh(part.vertices.numpy(), part.faces.numpy()).area), rel=1e-5)
-    for path in merged + auto:
+    for path in merged + ([] if counted else auto):
         mesh = trimesh.load(path, force="mesh", process=False)
         assert len(mesh.faces) == sum(p.num_faces for p in parts)
+    for path, part in zip(auto if counted else [], parts):
+        assert len(trimesh.load(path, force="mesh", process=False).faces) == part.num_faces
     from test_gltf_validator import require_valid_gltf
 
     require_valid_gltf(per_part + merged + auto)

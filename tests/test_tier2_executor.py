@@ -91,6 +91,25 @@ def file3d_round_trip_prompt() -> dict:
     }
 
 
+WRONG_FORMAT_MESH = "3d/partgen_box.stl"  # written into the test input folder by the results fixture
+
+
+def load3d_prompts() -> dict[str, dict]:
+    """Core Load 3D (Advanced) → PartGen Load Parts through its ``model_3d`` socket (0.30+): the chair
+    becomes parts; an STL, which Load Parts cannot read, is refused with a message naming the input."""
+    def graph(model_file: str, prefix: str) -> dict:
+        return {
+            "1": {"class_type": "Load3DAdvanced", "inputs": {"model_file": model_file, "viewport_state": {},
+                                                             "width": 64, "height": 64}},
+            "2": {"class_type": "PartGenLoadParts", "inputs": {"file": "3d/" + harness.EXAMPLE_MESH.name,
+                                                               "non_manifold": "error", "model_3d": ["1", 0]}},
+            "3": {"class_type": "PartGenSaveParts", "inputs": {"parts": ["2", 0], "filename_prefix": prefix,
+                                                               "part_files": "none", "exploded": 0.0}},
+        }
+    return {"load3d_to_parts": graph("3d/" + harness.EXAMPLE_MESH.name, "tier2/load3d_parts"),
+            "load3d_wrong_format": graph(WRONG_FORMAT_MESH, "tier2/load3d_wrong")}
+
+
 def host_has_file3d(comfyui_path: Path) -> bool:
     """Feature-detected as the nodes do (``nodes/host_features.py``), from the host's own source."""
     return "File3DGLB" in (comfyui_path / "comfy_api" / "latest" / "_io.py").read_text()
@@ -106,6 +125,7 @@ def _jobs(with_file3d: bool = False, every_workflow: bool = True) -> list[dict]:
     jobs = [{"name": "core_smoke", "prompt": harness.core_smoke_prompt(64, 48, "tier2_smoke")}]
     if with_file3d:
         jobs.append({"name": "file3d_round_trip", "prompt": file3d_round_trip_prompt()})
+        jobs += [{"name": name, "prompt": prompt} for name, prompt in load3d_prompts().items()]
     for name, prompt in WORKFLOWS.items():
         if every_workflow or name not in SUBSET_WORKFLOWS:
             jobs.append({"name": name, "prompt": prompt})
@@ -131,6 +151,9 @@ def _jobs(with_file3d: bool = False, every_workflow: bool = True) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def results(comfyui_path, comfyui_base, comfyui_host) -> dict[str, dict]:
+    import trimesh
+
+    trimesh.creation.box().export(comfyui_base["input"] / WRONG_FORMAT_MESH)
     jobs = _jobs(host_has_file3d(comfyui_path), every_workflow=comfyui_host not in harness.HOSTS[1:])
     out = harness.run_executor(jobs, comfyui_base, root=comfyui_path, timeout_s=JOB_TIMEOUT_S)
     return _Results({r["name"]: r for r in out})
@@ -301,6 +324,27 @@ def test_parts_travel_through_file3d_sockets(results, comfyui_path):
     (entry,) = outputs["5"]["3d"]
     scene = trimesh.load(Path(r["output_dir"]) / entry["subfolder"] / entry["filename"], process=False)
     assert sorted(scene.graph.nodes_geometry) == CHAIR_PARTS
+
+
+def test_core_load3d_feeds_load_parts(results, comfyui_path):
+    """0.30+: core Load 3D's typed file reaches PartGen Load Parts; a format it cannot read gets a message
+    naming the input and what to connect instead."""
+    import trimesh
+
+    if not host_has_file3d(comfyui_path):
+        assert "load3d_to_parts" not in results
+        return
+    r = results["load3d_to_parts"]
+    assert r["valid"] and r["success"], _explain(r)
+    (entry,) = r["history"]["outputs"]["3"]["3d"]
+    scene = trimesh.load(Path(r["output_dir"]) / entry["subfolder"] / entry["filename"], process=False)
+    assert sorted(scene.graph.nodes_geometry) == CHAIR_PARTS
+    wrong = results["load3d_wrong_format"]
+    assert wrong["valid"] and not wrong["success"], _explain(wrong)
+    (error,) = _events(wrong, "execution_error")
+    assert error["node_type"] == "PartGenLoadParts", error
+    assert error["exception_message"].strip() == ("model_3d: a stl file cannot become parts; connect a .glb, .gltf, .obj "
+                                          "file (Load 3D, PartGen Save Parts)"), error["exception_message"]
 
 
 @pytest.mark.comfyui_hosts("oldest")
