@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comfy_api.latest import io
+from comfy_api.latest import Types, io
 
 import folder_paths
 
 from ..partgen_models.assembly.export import PART_FORMATS, ExportOptions, export_parts
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import interrupt_runtime
 
 
@@ -82,9 +82,16 @@ class SaveParts(io.ComfyNode):
                     tooltip="Move the whole object (its root node) so that its lowest point rests on y = 0. No cost.",
                 ),
             ],
-            outputs=[io.String.Output(display_name="scene", tooltip="The GLB's path relative to output/, for Preview3D.")],
+            outputs=[
+                io.String.Output(display_name="scene", tooltip="The GLB's path relative to output/, for Preview3D."),
+                # ComfyUI 0.30+: the same file as a typed 3D file, for core Preview3D, SaveGLB and PartGen Load Parts.
+                *([io.File3DGLB.Output(display_name="model_3d",
+                                       tooltip="The GLB scene as a 3D file: connect to Preview3D, Save 3D Model or PartGen Load Parts.")]
+                  if host_features.has_file3d() else []),
+            ],
             hidden=[io.Hidden.prompt],
             is_output_node=True,
+            **host_features.search_aliases("export parts", "save glb", "part meshes"),
         )
 
     @classmethod
@@ -96,7 +103,10 @@ class SaveParts(io.ComfyNode):
         result = export_parts(parts, output_dir, options, interrupt_runtime())
         subfolder = "" if result.scene.parent == Path() else result.scene.parent.as_posix()
         entry = {"filename": result.scene.name, "subfolder": subfolder, "type": "output"}
-        return io.NodeOutput(result.scene.as_posix(), ui={"3d": [entry]})
+        outputs = [result.scene.as_posix()]
+        if host_features.has_file3d():
+            outputs.append(Types.File3D(str(output_dir / result.scene), "glb"))
+        return io.NodeOutput(*outputs, ui={"3d": [entry]})
 
 
 NODES = [SaveParts]

@@ -13,7 +13,7 @@ from ..partgen_models.reconstruction.loader import load_instantmesh
 from ..partgen_models.reconstruction.options import TEXTURE_MODES, VIEW_SUBSETS, ReconstructionOptions
 from ..partgen_models.reconstruction.reconstruct import reconstruct_parts
 from ..partgen_models.views import PartViews
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
 
 _DEFAULTS = ReconstructionOptions()
@@ -42,7 +42,7 @@ class LoadReconstructionModel(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "precision",
+                    "precision", **host_features.advanced(),
                     options=list(PRECISIONS),
                     default="auto",
                     tooltip="Weight precision. auto: fp16/bf16 on a GPU, fp32 on CPU. fp32 doubles the VRAM.",
@@ -63,6 +63,7 @@ class Reconstruct(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenReconstruct",
+            **host_features.search_aliases("image to 3d", "instantmesh", "views to mesh"),
             display_name="PartGen Reconstruct",
             category="PartGen",
             description=(
@@ -91,14 +92,14 @@ class Reconstruct(io.ComfyNode):
                     ),
                 ),
                 io.Int.Input(
-                    "memory_budget_mb",
+                    "memory_budget_mb", **host_features.advanced(),
                     default=_DEFAULTS.memory_budget_mb,
                     min=64,
                     max=65536,
                     tooltip="Upper bound for temporary memory of the grid queries and part batches; lower it if you run out of VRAM.",
                 ),
                 io.Int.Input(
-                    "target_faces",
+                    "target_faces", **host_features.advanced(),
                     default=20_000,
                     min=0,
                     max=10_000_000,
@@ -107,7 +108,7 @@ class Reconstruct(io.ComfyNode):
                     "128, heavy in editors and engines.",
                 ),
                 io.Combo.Input(
-                    "view_subset",
+                    "view_subset", **host_features.advanced(),
                     options=list(VIEW_SUBSETS),
                     default="all",
                     tooltip="Which Zero123++ views to use: all 6, or InstantMesh's 4-view subset 0,2,4,5.",

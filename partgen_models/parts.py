@@ -17,7 +17,11 @@ import torch
 class Part:
     """One named mesh. vertices ``[N,3]`` float32, faces ``[M,3]`` int64, vertex_colors ``[N,3]`` in 0..1
     (display colours, sRGB), transform ``[4,4]`` placing the part in the object frame (identity when
-    vertices already are; see :func:`placed_mesh`)."""
+    vertices already are; see :func:`placed_mesh`).
+
+    Carried from and back to a host MESH that has them (ComfyUI 0.30+), so a round trip through parts
+    keeps them: uvs and texture (below) and unlit (render flat, without scene lighting, as
+    splat-derived meshes are saved)."""
 
     name: str
     vertices: torch.Tensor
@@ -26,11 +30,13 @@ class Part:
     transform: torch.Tensor = field(default_factory=lambda: torch.eye(4))
     display_color: Optional[tuple[float, float, float]] = None
     source: str = ""  # what made the part ("reconstruction", "procedural", "file:chair.glb"), for export metadata
-    # A baked base-colour texture: uvs ``[N,2]`` per vertex in glTF's convention (origin at the
-    # image's top-left, v down), texture ``[H,W,3]`` display (sRGB) colours in 0..1. Both or neither;
-    # vertex_colors stay as the fallback a format without textures uses.
+    # A base-colour texture: uvs ``[N,2]`` per vertex in glTF's convention (origin at the image's
+    # top-left, v down), texture ``[H,W,3]`` display (sRGB) colours in 0..1. A texture needs uvs; uvs
+    # may come alone (a host MESH without a texture). vertex_colors stay as the fallback a format
+    # without textures uses.
     uvs: Optional[torch.Tensor] = None
     texture: Optional[torch.Tensor] = None
+    unlit: bool = False
 
     def __post_init__(self) -> None:
         if self.vertices.ndim != 2 or self.vertices.shape[-1] != 3:
@@ -39,16 +45,17 @@ class Part:
             raise ValueError(f"part {self.name!r}: faces must be [M,3], got {tuple(self.faces.shape)}")
         if self.vertex_colors.shape != self.vertices.shape:
             raise ValueError(f"part {self.name!r}: vertex_colors {tuple(self.vertex_colors.shape)} do not match vertices")
-        if (self.uvs is None) != (self.texture is None):
-            raise ValueError(f"part {self.name!r}: uvs and texture go together; got only one of them")
+        if self.texture is not None and self.uvs is None:
+            raise ValueError(f"part {self.name!r}: a texture needs uvs (texture coordinates per vertex); got none")
         if self.uvs is not None and tuple(self.uvs.shape) != (self.vertices.shape[0], 2):
-            raise ValueError(f"part {self.name!r}: uvs must be [N,2] for {self.vertices.shape[0]} vertices, got {tuple(self.uvs.shape)}")
+            raise ValueError(f"part {self.name!r}: uvs must be [N,2] with N = {self.vertices.shape[0]} vertices, "
+                             f"got {tuple(self.uvs.shape)}")
         if self.texture is not None and (self.texture.ndim != 3 or self.texture.shape[-1] != 3):
             raise ValueError(f"part {self.name!r}: texture must be [H,W,3], got {tuple(self.texture.shape)}")
 
     @property
     def has_texture(self) -> bool:
-        return self.texture is not None
+        return self.texture is not None and self.uvs is not None
 
     @property
     def num_faces(self) -> int:
