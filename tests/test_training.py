@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from partgen_models.completion.complete import CompletionOptions, complete_parts
-from partgen_models.completion.partgen_model import load_partgen_completer
+from partgen_models.completion.completer import load_partgen_completer
 from partgen_models.evaluation.completion_eval import prepare_completion_sample
 from partgen_models.evaluation.evaluate import EvaluationOptions
 from partgen_models.evaluation.procedural import generate_object, write_evaluation_set
-from partgen_models.segmentation.partgen_model import load_partgen_segmenter
+from partgen_models.segmentation.segmenter import load_partgen_segmenter
 from partgen_models.segmentation.segment import SegmentationOptions, segment_views
 from partgen_models.testing.tiny_models import TINY_ZERO123PP_CONFIGS, randomize_
 from partgen_models.testing.tiny_training import write_tiny_training_base

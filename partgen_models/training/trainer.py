@@ -349,9 +349,9 @@ class PartGenTrainer:
     # evaluation
 
     def _inference_model(self):
-        from ..completion.partgen_model import PartGenCompletionModel
+        from ..completion.completer import PartGenCompletionModel
         from ..segmentation.palette import PALETTE
-        from ..segmentation.partgen_model import PartGenSegmentationModel
+        from ..segmentation.segmenter import PartGenSegmentationModel
 
         if self.task == "segmentation":
             return PartGenSegmentationModel(self.diffusion, PALETTE)

@@ -26,10 +26,10 @@ from typing import Optional
 
 import torch
 
-from ..completion.partgen_model import FORMAT as COMPLETION_FORMAT
+from ..completion.completer import FORMAT as COMPLETION_FORMAT
 from ..segmentation.palette import PALETTE
-from ..segmentation.partgen_model import CONFIG_NAME
-from ..segmentation.partgen_model import FORMAT as SEGMENTATION_FORMAT
+from ..partgen_checkpoint import CONFIG_NAME
+from ..segmentation.segmenter import FORMAT as SEGMENTATION_FORMAT
 from .config import ConfigError
 
 logger = logging.getLogger(__name__)
