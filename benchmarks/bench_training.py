@@ -82,6 +82,8 @@ def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
         loss.backward()
         optimizer.step()
         last = float(loss.detach())
+        if (step + 1) % 50 == 0:
+            logger.warning("VAE fit: step %d/%d, reconstruction loss %.5f", step + 1, steps, last)
     vae.eval()
     with torch.no_grad():
         grids = torch.cat([batches[i]["target"] for i in range(4)])

@@ -60,8 +60,8 @@ class DatasetOptions:
     """How each asset becomes a training object.
 
     layout: view layout (``zero123pp_v12``: 6 views at Zero123++ v1.2's cameras, what the networks use).
-    view_size: pixels per view (Zero123++: 320). Disk per object ≈ (P + 1)·6·S²·4.6 bytes (about 25 MB
-        at 320 px with 8 parts, uncompressed).
+    view_size: pixels per view (Zero123++: 320). Disk (and memory while writing) per object:
+        P·6·S²·5 + 6·S²·6 + 3·I² bytes for P parts (about 29 MB at 320 px with 8 parts, uncompressed).
     input_size: pixels of the stored conditioning image (Zero123++'s processors resize it to 512 anyway).
     input_elevation_deg: elevation of the input view, azimuth 0 (the view the layout's azimuths follow).
     max_parts: objects with more parts are skipped (PartGen: 10; at most 16, the palette's size).
