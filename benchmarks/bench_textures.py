@@ -129,7 +129,7 @@ def main() -> None:
             results["texture"].append(psnr(textured, truth, mask))
     print(f"procedural set: {args.objects} objects, {len(results['texture'])} parts, {args.faces} faces per part, "
           f"texture {args.size}², held-out cameras 4, {TEST_SIZE} px, device cpu")
-    print(f"| variant | faces | PSNR mean (dB) | PSNR min (dB) | bake s/part | peak RSS (GB) |")
+    print("| variant | faces | PSNR mean (dB) | PSNR min (dB) | bake s/part | peak RSS (GB) |")
     print("|---|---|---|---|---|---|")
     for name, values in results.items():
         seconds = f"{np.mean(bake_seconds):.2f}" if name == "texture" else "-"

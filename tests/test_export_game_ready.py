@@ -16,9 +16,9 @@ import trimesh
 from gltf_import import read_glb, to_srgb
 from partgen_models.assembly import mesh_interop
 from partgen_models.assembly.export import ExportError, ExportOptions, export_parts
-from partgen_models.assembly.load import LoadOptions, load_parts
+from partgen_models.assembly.load import load_parts
 from partgen_models.evaluation.procedural import generate_object
-from partgen_models.parts import Part, place, placed_mesh
+from partgen_models.parts import Part, placed_mesh
 from partgen_models.rendering.renderer import Normalization, _merged_mesh
 from test_gltf_validator import require_valid_gltf
 
