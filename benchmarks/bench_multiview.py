@@ -1,19 +1,22 @@
 """Multi-view stage benchmark: our Zero123++ sampler vs the upstream pipeline, same random weights.
 
     python benchmarks/bench_multiview.py                       # tiny smoke size on CPU, real size on GPU
-    python benchmarks/bench_multiview.py --size real --dtype fp16 --upstream /path/to/zero123plus/diffusers-support
+    python benchmarks/bench_multiview.py --size real --dtype fp16 --upstream /path/to/zero123plus/diffusers-support \
+        --upstream-env /path/to/env_with_diffusers_0.20.2
 
 The architecture is Zero123++ v1.2's at --size real (UNet 866M, VAE 84M, CLIP-H vision 632M, text
 340M parameters) with seeded random weights: timings, not images. --upstream points at a local folder
 holding upstream's ``pipeline.py`` (SUDO-AI-3D/zero123plus ``diffusers-support``; never committed);
-without it only our pipeline is timed. Prints one table: seconds per step, seconds per grid, peak
+without it only our pipeline is timed. Upstream runs in its own process (``upstream_zero123plus_worker.py``)
+on the same weights written in the release layout, under ``--upstream-env`` (the diffusers 0.20.2 /
+transformers 4.29.2 it pins; 0.20.2 has no ``callback_on_step_end``, so the worker times steps with the
+old ``callback``). Prints one table: seconds per step, seconds per grid, peak
 memory, and upstream/ours ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -101,40 +104,32 @@ def time_ours(model, image, options, device, repeats):
     return float(np.median(step_times)) if step_times else float("nan"), float(np.median(grid_times)), _peak_bytes(device)
 
 
-def time_upstream(upstream_dir, components, tokenizer, processors, ramping, image, options, device, dtype, repeats):
-    from diffusers import EulerAncestralDiscreteScheduler
-    from PIL import Image
+def time_upstream(upstream_dir, upstream_env, components, ramping, image, options, args, scratch: Path):
+    """Upstream's pipeline on the same weights, in its own process (``upstream_zero123plus_worker.py``),
+    so that it runs under the diffusers/transformers it pins (``--upstream-env``), not ours."""
+    import json
+    import os
+    import subprocess
 
-    spec = importlib.util.spec_from_file_location("upstream_zero123plus", Path(upstream_dir) / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    scheduler = EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing")
-    pipeline = module.Zero123PlusPipeline(
-        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=tokenizer, unet=components["unet"],
-        scheduler=scheduler, vision_encoder=components["vision_encoder"], feature_extractor_clip=processors["clip"],
-        feature_extractor_vae=processors["vae"], ramping_coefficients=ramping,
-    ).to(device)
-    pil = Image.fromarray(image[0])
-    height, width = 3 * options.view_size, 2 * options.view_size
-    call = dict(guidance_scale=options.guidance_scale, width=width, height=height, output_type="pt")
-    pipeline(pil, num_inference_steps=1, **call)  # warm-up
-    _reset_peak(device)
-    grid_times, step_times = [], []
-    for _ in range(repeats):
-        marks = []
+    from partgen_models.testing.tiny_models import write_zero123plus_folder
 
-        def on_step(pipe, step, timestep, kwargs):
-            _sync(device)
-            marks.append(time.perf_counter())
-            return kwargs
-
-        _sync(device)
-        start = time.perf_counter()
-        pipeline(pil, num_inference_steps=options.num_inference_steps, callback_on_step_end=on_step, **call)
-        _sync(device)
-        grid_times.append(time.perf_counter() - start)
-        step_times.extend(np.diff(marks).tolist())
-    return float(np.median(step_times)) if step_times else float("nan"), float(np.median(grid_times)), _peak_bytes(device)
+    weights = write_zero123plus_folder(scratch / "zero123plus", components, ramping)
+    np.save(scratch / "image.npy", image[0])
+    spec = dict(weights=str(weights), work=str(scratch), upstream=str(Path(upstream_dir).resolve()),
+                image=str(scratch / "image.npy"), device=args.device, dtype=args.dtype, steps=options.num_inference_steps,
+                guidance=options.guidance_scale, view_size=options.view_size, repeats=args.repeats)
+    (scratch / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(scratch / "hf_home"))
+    if upstream_env:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(upstream_env).resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    worker = Path(__file__).resolve().parent / "upstream_zero123plus_worker.py"
+    done = subprocess.run([sys.executable, str(worker), "--spec", str(scratch / "spec.json")], env=env,
+                          capture_output=True, text=True, cwd=str(scratch))
+    if done.returncode != 0:
+        raise SystemExit(f"the upstream worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    label = f"upstream (diffusers {result['diffusers']}, transformers {result['transformers']})"
+    return label, result["per_step"], result["per_grid"], result["peak"]
 
 
 def main() -> None:
@@ -148,6 +143,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3 if cuda else 1)
     parser.add_argument("--upstream", type=Path, help="folder with upstream's pipeline.py (not committed)")
+    parser.add_argument("--upstream-env", type=Path, default=None,
+                        help="folder put first on PYTHONPATH for the upstream worker (e.g. pip --target with "
+                             "diffusers==0.20.2 transformers==4.29.2 huggingface_hub==0.25.2 tokenizers==0.13.3)")
     args = parser.parse_args()
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -157,9 +155,8 @@ def main() -> None:
         model, components, tokenizer, processors, ramping = build(args.size, dtype, device, Path(scratch))
         rows = [("ours",) + time_ours(model, image, options, device, args.repeats)]
         if args.upstream:
-            rows.append(("upstream",) + time_upstream(
-                args.upstream, components, tokenizer, processors, ramping, image, options, device, dtype, args.repeats
-            ))
+            rows.append(time_upstream(args.upstream, args.upstream_env, components, ramping, image, options, args,
+                                      Path(scratch)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     peak_label = "peak VRAM GiB" if device.type == "cuda" else "peak RSS GiB"
     print(f"\nZero123++ multi-view, {args.size} random weights, {args.dtype}, {name}, {args.steps} steps, "

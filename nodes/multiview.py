@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..partgen_models.multiview import MultiViewOptions, generate_views, load_zero123plus
+from ..partgen_models.multiview.options import MAX_VIEW_SIZE
 from ..partgen_models.multiview.catalog import DEFAULT_MULTIVIEW, list_multiview_models, resolve_multiview_model
 from ..partgen_models.multiview.preprocess import MASK_MARKS
 from . import host_features, sockets
@@ -124,11 +125,11 @@ class MultiView(io.ComfyNode):
                     "view_size",
                     default=_DEFAULTS.view_size,
                     min=64,
-                    max=640,
+                    max=MAX_VIEW_SIZE,
                     step=8,
                     tooltip=(
                         "Pixels per view (grid = 2x3 views). Zero123++ was trained at 320; VRAM and time grow "
-                        "with the square of this."
+                        "with the square of this (640 costs about four times 320)."
                     ),
                 ),
             ],

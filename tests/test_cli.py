@@ -120,3 +120,18 @@ def test_input_errors_speak_of_flags_not_node_inputs(tmp_path, caplog, capsys):
     with pytest.raises(SystemExit):
         cli.main([str(tmp_path / "busy.png"), "--out", str(tmp_path / "out"), "--mask", str(tmp_path / "missing.png")])
     assert "error: --mask " in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_and_missing_cuda_are_flag_errors(tmp_path, capsys):
+    import torch
+
+    (tmp_path / "taken").write_text("a file")
+    cases = [(["--out", str(tmp_path / "taken")], "--out " + str(tmp_path / "taken") + " is a file; give a folder")]
+    if not torch.cuda.is_available():
+        cases.append((["--out", str(tmp_path / "o"), "--device", "cuda"],
+                      "--device cuda: no CUDA device is available here; use --device cpu"))
+    for flags, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([str(EXAMPLE), *flags])
+        assert exit_info.value.code == 2
+        assert f"error: {message} (see --help)" in capsys.readouterr().err

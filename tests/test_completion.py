@@ -132,3 +132,24 @@ def test_inconsistent_masks_are_explained(views, change, message):
         masks[0] = views.alpha > 0.5
     with pytest.raises(CompletionError, match=message):
         masked_views(views, PartMasks(masks, parts.names, parts.colors, parts.layout))
+
+
+def test_views_larger_than_the_models_take_are_refused_in_terms_of_views(completer, views):
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from partgen_models.checks import OptionError
+
+    size = 648  # Render Views can make up to 1024 px; the diffusion models stop at 640
+    big = dataclasses.replace(
+        views,
+        images=F.interpolate(views.images.permute(0, 3, 1, 2), size=size).permute(0, 2, 3, 1).contiguous(),
+        alpha=F.interpolate(views.alpha[:, None], size=size)[:, 0].contiguous(),
+    )
+    masks = F.interpolate(_parts(views).masks.float(), size=size) > 0.5
+    parts = PartMasks(masks, ("top", "bottom"), ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)), views.layout)
+    with pytest.raises(OptionError, match=r"views are 648 px each, but Complete Parts runs Zero123\+\+ on views of "
+                                          r"64..640 px .*make the views at 320 px"):
+        complete_parts(completer, big, parts, FAST)
+    assert masked_views(big, parts).images.shape[2] == size  # the model-free baseline still takes them

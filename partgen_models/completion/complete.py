@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import refuse_non_finite
-from ..multiview.options import MultiViewOptions
+from ..multiview.options import MultiViewOptions, check_view_size_for
 from ..multiview.preprocess import estimate_alpha_from_background
 from ..multiview.sampler import decode_latents, encode_grids, make_scheduler, sample_latents
 from ..multiview.zero123pp import Zero123PlusModel
@@ -128,6 +128,7 @@ def complete_parts(
     """PartGen completion of every part, batched; ``instruction`` turns it into text-guided editing."""
     runtime = runtime or default_runtime("cpu", torch.float32)
     check_part_masks(views, parts)
+    check_view_size_for("Complete Parts", views.images.shape[1])
     diffusion = model.diffusion
     layout = views.view_layout
     runtime.prepare(model)
@@ -200,6 +201,7 @@ def complete_training_free(
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
     check_part_masks(views, parts)
+    check_view_size_for("Complete Parts", views.images.shape[1])
     if views.input_image is None:
         raise CompletionError("these views carry no input image; completion needs views made by PartGen Multi-View")
     if input_masks.shape[0] != parts.num_parts or tuple(input_masks.shape[1:]) != tuple(views.input_image.shape[:2]):

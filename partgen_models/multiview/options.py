@@ -52,3 +52,15 @@ class MultiViewOptions:
             raise OptionError("foreground_ratio", f"must be within 0.1..1.0, got {self.foreground_ratio}")
         if not 0 <= self.seed < 2**64:
             raise OptionError("seed", f"must be within 0..2**64-1, got {self.seed}")
+
+
+def check_view_size_for(stage: str, view_size: int) -> None:
+    """Views made elsewhere (Render Views goes up to 1024 px) must fit the diffusion models' bound;
+    say so in terms of the views, not of an option the caller never set."""
+    if not MIN_VIEW_SIZE <= view_size <= MAX_VIEW_SIZE or view_size % 8:
+        raise OptionError(
+            "views",
+            f"are {view_size} px each, but {stage} runs Zero123++ on views of {MIN_VIEW_SIZE}..{MAX_VIEW_SIZE} px "
+            f"(a multiple of 8; trained at 320, memory grows with the square): make the views at 320 px "
+            f"(Render Views view_size, or Multi-View's)",
+        )

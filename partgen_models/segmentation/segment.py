@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from ..checks import refuse_non_finite
-from ..multiview.options import MultiViewOptions
+from ..multiview.options import MultiViewOptions, check_view_size_for
 from ..multiview.sampler import decode_latents, encode_grids, sample_latents
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
@@ -81,6 +81,7 @@ def segment_views(
     if views.layout != diffusion.layout.name:
         raise ValueError(f"views are in layout {views.layout!r}; this segmenter works on {diffusion.layout.name!r}")
     view_size = views.images.shape[1]
+    check_view_size_for("Segment", view_size)
     runtime.prepare(model)
     # 2. condition: the input image (reference attention + CLIP) and the object grid (concatenated)
     image = (views.input_image * 255).round().clamp(0, 255).to(torch.uint8).numpy()[None]
