@@ -154,6 +154,18 @@ def _box(covered: torch.Tensor) -> list[int]:
     return [int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1]
 
 
+def _split_batches(values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A list of batches (an edit node run per part gives ``[1,...]`` each; one run on all gives ``[P,...]``)
+    → one item per image, in order."""
+    items = []
+    for value in values:
+        if value.ndim in (3, 4) and value.shape[0] > 1 and (value.ndim == 4 or value.shape[-1] not in (3, 4)):
+            items.extend(value[i : i + 1] for i in range(value.shape[0]))
+        else:
+            items.append(value)
+    return items
+
+
 def _check_counts(names: Sequence[str], images: Sequence[torch.Tensor], masks: Optional[Sequence[torch.Tensor]]) -> None:
     if not 1 <= len(names) <= MAX_PARTS:
         raise IsolationError(f"the plan has {len(names)} parts; plans hold 1 to {MAX_PARTS}")
@@ -179,6 +191,8 @@ def collect_isolated_parts(
     ``image_size`` (H, W) is the input image's size from the plan; ``masks`` optional, one per image;
     ``input_image`` ``[1,H,W,3]`` optional, for the visible-pixel masks and the "unchanged input" check.
     """
+    images = _split_batches(images)
+    masks = _split_batches(masks) if masks else masks
     _check_counts(names, images, masks)
     height, width = int(image_size[0]), int(image_size[1])
     if height < 16 or width < 16:
