@@ -231,17 +231,39 @@ def _load_pickle(path: Path, expected: str, container_key: Optional[str] = None)
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
+        if "Weights only load failed" in str(error):
+            # Safe loading met a Python object that is not a tensor: loading it could run code. Torch's
+            # own message advises retrying without the check; that advice must not reach users, so it is
+            # dropped (``from None``) and only the offending object's name is kept.
+            raise WeightsError(
+                f"{path} is refused because it is unsafe: it holds Python objects{_unsafe_global(error)} "
+                f"that could run code when loaded, and this pack loads only plain tensors. Use the official "
+                f"safetensors or .bin file of {expected} (delete this one; it is downloaded again), or "
+                f"convert the checkpoint to safetensors where it was made"
+            ) from None
         raise WeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); it is probably truncated, corrupt, "
-            f"not a weights file, or holds Python objects that safe loading refuses: delete it and download "
-            f"it again (expected {expected})"
-        ) from error
+            f"{_first_sentence(error)}); it is probably truncated, corrupt or not a weights file: delete it "
+            f"and download it again (expected {expected})"
+        ) from None
     if container_key is not None and isinstance(loaded, Mapping) and isinstance(loaded.get(container_key), Mapping):
         loaded = loaded[container_key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"{path} does not hold a flat dict of tensors (expected {expected})")
     return dict(loaded)
+
+
+def _unsafe_global(error: Exception) -> str:
+    """`` (such as GLOBAL module.Name)`` from torch's weights-only refusal, or nothing."""
+    import re
+
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return f" (such as {match.group(1)})" if match else ""
+
+
+def _first_sentence(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text.split(". ")[0][:200]
 
 
 def check_state_dict(
@@ -292,5 +314,24 @@ METRIC_MODELS: dict[str, OfficialModel] = {
             ("config.json", "preprocessor_config.json", "model.safetensors"), "MIT",
             "OpenAI CLIP ViT-B/32 for the CLIP-similarity metric (about 600 MB)",
         ),
+    )
+}
+
+
+# Planner VLMs for MMPart (transformers' layout, as released), each in vlm/<repository name>/.
+# ``required`` names the weights index (sharded releases) or the single weights file; the loader
+# then checks every shard the index lists.
+_VLM_FILES = ("*.json", "*.safetensors", "*.jinja", "merges.txt", "vocab.json")
+VLM_MODELS: dict[str, OfficialModel] = {
+    name: OfficialModel(
+        f"vlm/{name}", f"Qwen/{name}", _VLM_FILES, ("config.json", "tokenizer_config.json", weights),
+        "Apache-2.0", f"{name} ({description})",
+    )
+    for name, weights, description in (
+        ("Qwen3-VL-2B-Instruct", "model.safetensors", "2.1B parameters, about 4.3 GB; about 5 GB of VRAM in bf16"),
+        ("Qwen3-VL-4B-Instruct", "model.safetensors.index.json",
+         "4.4B parameters, about 8.9 GB; about 10 GB of VRAM in bf16"),
+        ("Qwen3-VL-8B-Instruct", "model.safetensors.index.json",
+         "8.8B parameters, about 17.5 GB; about 19 GB of VRAM in bf16"),
     )
 }

@@ -332,6 +332,7 @@ def write_tiny_sam3(folder: Path, seed: int = 80) -> Path:
 def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
     """A whole tiny model set, in the folders the loaders look in (``weights.OFFICIAL_MODELS``)."""
     from .tiny_instantmesh import write_tiny_instantmesh
+    from .tiny_vlm import write_tiny_qwen3_vl
 
     models_dir = Path(models_dir)
     return [
@@ -346,4 +347,6 @@ def write_tiny_models(models_dir: str | Path, seed: int = 0) -> list[Path]:
         # Folder names of the official SAM choices (weights.SAM_MODELS).
         write_tiny_sam2(models_dir / "sam2.1-hiera-tiny", seed + 70),
         write_tiny_sam3(models_dir / "sam3", seed + 80),
+        # The planner's default choice (weights.VLM_MODELS), sharded like that release.
+        write_tiny_qwen3_vl(models_dir / "vlm" / "Qwen3-VL-4B-Instruct", seed + 90),
     ]
