@@ -87,7 +87,7 @@ def test_bad_isolated_images_name_the_part(case, message):
     elif case == "unchanged":
         parts[1] = image.clone()
     elif case == "shape":
-        parts[1] = torch.ones(2, H, W, 3)
+        parts[1] = torch.ones(H, W)
     elif case == "mask count":
         masks = [torch.zeros(1, H, W)]
     elif case == "nan":
@@ -95,6 +95,12 @@ def test_bad_isolated_images_name_the_part(case, message):
         parts[1][0, 0, 0, 0] = float("nan")
     with pytest.raises(IsolationError, match=re.escape(message)):
         collect_isolated_parts(["head", "body"], (H, W), parts, masks=masks, input_image=image, options=options)
+
+
+def test_one_batch_of_all_parts_counts_as_one_image_per_part():
+    image, parts = _scene()
+    isolated = collect_isolated_parts(["head", "body"], (H, W), [torch.cat(parts)], input_image=image)
+    assert isolated.boxes.tolist() == [[10, 30, 34, 50], [30, 20, 55, 60]]
 
 
 def test_whole_scene_check_can_be_turned_off():
