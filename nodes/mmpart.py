@@ -92,8 +92,8 @@ class CollectIsolatedParts(io.ComfyNode):
                     max=1.0,
                     step=0.01,
                     tooltip=(
-                        "A part image showing the input's object pixels unchanged over this share of all parts' area "
-                        "is refused as 'the whole scene'. 1.0 turns the check off. No cost."
+                        "A part image that keeps this share of the other parts' visible pixels unchanged is refused "
+                        "as 'the whole scene' (needs input_image). 1.0 turns the check off. No cost."
                     ),
                 ),
             ],

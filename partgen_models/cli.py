@@ -1,7 +1,11 @@
 """Headless pipeline: ``python -m partgen_models IMAGE --out DIR``, no ComfyUI needed.
 
-Today it runs the multi-view stage (image → Zero123++ grid + 6 views + cameras); it grows into the
-whole pipeline as later stages land. Official weights are downloaded into ``--models-dir`` on first
+Without ``--part`` it runs the multi-view stage (image → Zero123++ grid + 6 views + cameras). With
+``--part NAME=IMAGE`` (once per part: the edit model's image of that part alone, in the input's
+framing) it runs the MMPart path after the edit step: isolated images → views per part (one batch) →
+reconstruction (one batch) → placement as in the input image → a GLB scene with one node per named
+part, its manifest and preview.png. The edit step itself (an image-edit model or endpoint) is not
+part of the command: run it in ComfyUI or any editor and pass its images. Official weights are downloaded into ``--models-dir`` on first
 use; ``--tiny`` writes and uses tiny random weights instead, for an offline smoke run.
 """
 
@@ -40,6 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
     parser.add_argument("--tiny", action="store_true", help="use tiny random weights (offline smoke run; output is noise)")
+    mmpart = parser.add_argument_group("MMPart (parts from isolated images)")
+    mmpart.add_argument("--part", action="append", default=[], metavar="NAME=IMAGE",
+                        help="a named part and its isolated image (same framing as IMAGE); repeat per part, at most 16")
+    mmpart.add_argument("--part-mask", action="append", default=[], metavar="IMAGE",
+                        help="optional mask per --part, in the same order (white = part)")
+    mmpart.add_argument("--no-reference", action="store_true",
+                        help="do not reconstruct the whole input image as the depth reference for placement")
+    mmpart.add_argument("--depth-map", type=Path, help="optional relative depth image of IMAGE (near is bright)")
+    mmpart.add_argument("--reconstruction-model", default="instant-mesh-large", help="InstantMesh checkpoint")
+    mmpart.add_argument("--resolution", type=int, default=0, help="extraction grid (0: the model's default)")
+    mmpart.add_argument("--render-size", type=int, default=256, help="placement render size in pixels (32..1024)")
     return parser
 
 
@@ -75,9 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     from .multiview.preprocess import InputImageError
     from .weights import WeightsError
 
+    from .assembly.export import ExportError
+    from .assembly.isolation import IsolationError
+    from .assembly.placement import PlacementError
+    from .reconstruction.reconstruct import ReconstructionError
+
     try:
-        run(args)
-    except (WeightsError, InputImageError, OSError) as error:
+        run_mmpart_command(args) if args.part else run(args)
+    except (WeightsError, InputImageError, IsolationError, PlacementError, ReconstructionError, ExportError,
+            OSError) as error:
         logger.error("error: %s", error)
         raise SystemExit(2) from None
 
@@ -130,3 +151,66 @@ def run(args: argparse.Namespace) -> None:
     tmp.write_text(json.dumps(cameras, indent=2))
     os.replace(tmp, args.out / "views.json")
     logger.info("wrote %s (grid.png, input.png, view_00..%02d.png, views.json)", args.out, views.num_views - 1)
+
+
+def _named_parts(args: argparse.Namespace) -> tuple[list[str], list[Path]]:
+    from .assembly.isolation import IsolationError
+
+    names, paths = [], []
+    for item in args.part:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path:
+            raise IsolationError(f"--part {item!r}: write it as NAME=IMAGE, e.g. --part hat=hat.png")
+        names.append(name.strip())
+        paths.append(Path(path))
+    if args.part_mask and len(args.part_mask) != len(names):
+        raise IsolationError(f"{len(args.part_mask)} --part-mask for {len(names)} --part; give one per part, or none")
+    return names, paths
+
+
+def run_mmpart_command(args: argparse.Namespace) -> None:
+    from .assembly.export import ExportOptions, export_parts
+    from .assembly.mmpart import MMPartOptions, run_mmpart
+    from .assembly.placement import PlacementOptions
+    from .multiview import MultiViewOptions, load_zero123plus
+    from .multiview.catalog import resolve_multiview_model
+    from .reconstruction.catalog import resolve_reconstruction_model
+    from .reconstruction.loader import load_instantmesh
+    from .reconstruction.options import ReconstructionOptions
+    from .runtime import Runtime, default_runtime
+
+    names, paths = _named_parts(args)
+    options = MMPartOptions(
+        multiview=MultiViewOptions(num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                                   view_size=args.view_size),
+        reconstruction=ReconstructionOptions(resolution=args.resolution or None),
+        placement=PlacementOptions(render_size=args.render_size),
+        use_reference=not args.no_reference,
+    )
+    image = _load_image(args.image)
+    part_images = [_load_image(path) for path in paths]
+    part_masks = [_load_mask(path) for path in args.part_mask] or None
+    depth_map = _load_image(args.depth_map)[..., :3] if args.depth_map else None
+    base = default_runtime(args.device)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}.get(args.precision, base.dtype)
+    runtime = Runtime(device=base.device, dtype=dtype, progress=lambda step, total, preview: logger.info("step %d/%d", step, total))
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = args.models_dir
+        if args.tiny:
+            from .testing import write_tiny_models
+
+            models_dir = Path(scratch) / "partgen"
+            write_tiny_models(models_dir)
+        files = resolve_multiview_model(args.model, [models_dir])
+        multiview = load_zero123plus(files.folder, files.unet_file, dtype=dtype, flavour=files.flavour)
+        reconstruction = load_instantmesh(resolve_reconstruction_model(args.reconstruction_model, [models_dir]), dtype=dtype)
+        result = run_mmpart(multiview, reconstruction, image, names, part_images, part_masks, options, runtime, depth_map)
+    args.out.mkdir(parents=True, exist_ok=True)
+    metadata = {"method": "MMPart", "parts": names, "seed": args.seed, "steps": args.steps,
+                "depth": result.placement.depth_source, "tiny_random_weights": bool(args.tiny)}
+    exported = export_parts(result.placement.parts, args.out, ExportOptions(filename_prefix="mmpart/parts", metadata=metadata))
+    _save_png(result.placement.preview, args.out / "preview.png")
+    for report in result.placement.report:
+        logger.info("%s: silhouette IoU %.2f -> %.2f, depth x%.3f", report.name, report.box_iou,
+                    report.silhouette_iou, report.depth_factor)
+    logger.info("wrote %s, %s and preview.png", args.out / exported.scene, args.out / exported.manifest)

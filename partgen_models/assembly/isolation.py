@@ -38,9 +38,9 @@ class IsolationOptions:
 
     min_foreground: smallest share of the frame a part may cover (0.05% default); less is "blank".
     max_foreground: largest share; more means the edit kept no background to separate the part from.
-    whole_scene_overlap: with two or more parts and the input image given, a part image that shows the
-        input's pixels unchanged over this share of all parts' area (the union of their masks) is taken
-        for the whole scene, not one part (0.9). 1.0 turns the check off.
+    whole_scene_overlap: with two or more parts and the input image given, a part image that keeps this
+        share of the *other* parts' visible pixels unchanged is taken for the whole scene, not one part
+        (0.9). 1.0 turns the check off.
     max_aspect_change: largest relative change of the aspect ratio tolerated when resizing an edited
         image back to the input's size (edit models round sizes to multiples of 8-64 px; 4% default).
     visible_tolerance: largest channel difference from the input image for a pixel to count as visible.
@@ -227,24 +227,30 @@ def collect_isolated_parts(
         boxes.append(_box(covered))
     masks_all = torch.stack(alphas)
     if reference is not None:
-        _check_whole_scene(names, torch.stack(rgbs), masks_all > 0.5, reference, options)
+        _check_whole_scene(names, torch.stack(visibles), options)
     return IsolatedParts(names=tuple(names), images=torch.stack(rgbs).contiguous(), masks=masks_all.contiguous(),
                          visible=torch.stack(visibles).contiguous(), boxes=torch.tensor(boxes, dtype=torch.int64))
 
 
-def _check_whole_scene(names: Sequence[str], images: torch.Tensor, covered: torch.Tensor, reference: torch.Tensor,
-                       options: IsolationOptions) -> None:
-    """A part image that shows the input's pixels over (nearly) all of the parts' area is the scene."""
+def _check_whole_scene(names: Sequence[str], visible: torch.Tensor, options: IsolationOptions) -> None:
+    """A part image that shows the *other* parts' visible pixels unchanged is the scene, not a part.
+
+    Each input pixel shows one part in front; a part's own image keeps its visible pixels and replaces
+    the rest by background or by its own hidden surface. So a correct image leaves the other parts'
+    visible pixels changed, whatever the part's size, while an image of the whole scene keeps them.
+    """
     if len(names) < 2 or options.whole_scene_overlap >= 1.0:
         return
-    union = covered.any(dim=0)
-    area = max(1, int(union.sum()))
     for index, name in enumerate(names):
-        unchanged = ((images[index] - reference).abs().amax(dim=-1) <= options.visible_tolerance) & covered[index] & union
-        share = float(unchanged.sum()) / area
+        others = torch.cat([visible[:index], visible[index + 1:]]).any(dim=0)
+        area = int(others.sum())
+        if area < 16:
+            continue
+        share = float((visible[index] & others).sum()) / area
         if share >= options.whole_scene_overlap:
             raise IsolationError(
-                f"part {name!r}: its image still shows {share:.0%} of the input's object pixels unchanged, so it holds "
-                f"the whole scene rather than that part alone. Make its isolation prompt say to remove everything "
-                f"else, or set whole_scene_overlap to 1.0 if this part really is the whole object."
+                f"part {name!r}: its image still shows {share:.0%} of the other parts' visible pixels unchanged, so "
+                f"it holds the whole scene rather than that part alone. Make its isolation prompt say to remove "
+                f"everything else, or set whole_scene_overlap to 1.0 if this part really is the whole object."
             )
+
