@@ -36,7 +36,7 @@ from timing import sync as _sync  # noqa: E402
 
 from partgen_models.cameras import LAYOUTS  # noqa: E402
 from partgen_models.completion.complete import CompletionOptions, complete_parts  # noqa: E402
-from partgen_models.completion.partgen_model import PartGenCompletionModel  # noqa: E402
+from partgen_models.completion.completer import PartGenCompletionModel  # noqa: E402
 from partgen_models.multiview.zero123pp import FLAVOURS, Zero123PlusModel, encode_empty_prompt  # noqa: E402
 from partgen_models.runtime import Runtime  # noqa: E402
 from partgen_models.segmentation.select import PartMasks  # noqa: E402

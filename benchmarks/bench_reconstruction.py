@@ -110,6 +110,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "upstream_instantmesh_worker.py"
 
 
+def _surface_or_empty(extract):
+    """Random weights may give a field without a surface: time it anyway, as zero faces."""
+
+    def run(*args):
+        try:
+            return extract(*args)
+        except rec.NoSurface:
+            return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+
+    return run
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -256,7 +267,7 @@ def run_ours(args, model, device, dtype, per_step_rss: bool):
             if threshold is None:
                 threshold = _density_median(model, part, min(args.resolutions))
             options = dataclasses.replace(options, density_threshold=threshold)
-        extract = rec.extract_flexicubes if args.variant == "mesh" else rec.extract_marching_cubes
+        extract = _surface_or_empty(rec.extract_flexicubes if args.variant == "mesh" else rec.extract_marching_cubes)
 
         def surface_and_colours(resolution):
             vertices, faces = extract(model, part, resolution, options, runtime)
@@ -469,7 +480,7 @@ def main() -> None:
             )
             rows.append((f"encoder+transformer, P={parts}, batched", batched / parts, peak_b))
             rows.append((f"encoder+transformer, P={parts}, sequential", sequential / parts, peak_s))
-        extract = rec.extract_flexicubes if args.variant == "mesh" else rec.extract_marching_cubes
+        extract = _surface_or_empty(rec.extract_flexicubes if args.variant == "mesh" else rec.extract_marching_cubes)
         for resolution in args.resolutions:
             seconds, peak, (vertices, faces) = _timed(
                 lambda: extract(model, planes[:1], resolution, options, runtime), device

@@ -74,7 +74,7 @@ def build_partgen(size: str, dtype: torch.dtype, device: torch.device, scratch: 
 
     from partgen_models.multiview.zero123pp import FLAVOURS, Zero123PlusModel, encode_empty_prompt, pil_image_processor_class
     from partgen_models.segmentation.palette import PALETTE
-    from partgen_models.segmentation.partgen_model import PartGenSegmentationModel
+    from partgen_models.segmentation.segmenter import PartGenSegmentationModel
     from partgen_models.testing.tiny_models import (
         CLIP_MEAN,
         CLIP_STD,

@@ -100,6 +100,11 @@ def comfy_runtime(patcher: comfy.model_patcher.ModelPatcher) -> Runtime:
     )
 
 
+def interrupt_runtime() -> Runtime:
+    """A runtime for work without a model (writing files): only ComfyUI's interrupt check."""
+    return Runtime(check_interrupt=mm.throw_exception_if_processing_interrupted)
+
+
 def download_progress() -> Callable[[int, int], None]:
     bar: dict[str, comfy.utils.ProgressBar] = {}
 

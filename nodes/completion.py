@@ -17,10 +17,10 @@ from ..partgen_models.completion.complete import (
     edit_part,
     masked_views,
 )
-from ..partgen_models.completion.partgen_model import FORMAT, load_partgen_completer
-from ..partgen_models.segmentation.partgen_model import find_partgen_checkpoint, list_partgen_checkpoints
+from ..partgen_models.completion.completer import FORMAT, load_partgen_completer
+from ..partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
 from ..partgen_models.views import views_to_grid
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, model_search_dirs, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class LoadCompleter(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model", options=choices, default=choices[0],
                                tooltip="A partgen-completion checkpoint folder in models/partgen/."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                io.Combo.Input("precision", **host_features.advanced(), options=list(PRECISIONS), default="auto",
                                tooltip="auto: fp16/bf16 on a GPU, fp32 on CPU. ~3 GB of VRAM in fp16."),
             ],
             outputs=[sockets.Completer.Output(display_name="completer")],
@@ -96,6 +96,7 @@ class CompleteParts(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenCompleteParts",
+            **host_features.search_aliases("part completion", "inpaint hidden parts", "amodal"),
             display_name="PartGen Complete Parts",
             category="PartGen",
             description=(
@@ -117,7 +118,7 @@ class CompleteParts(io.ComfyNode):
                 io.Boolean.Input("use_context", default=True,
                                  tooltip="partgen: show the model the whole object (PartGen: PSNR 21.4 vs 16.8 without)."),
                 *_common_inputs(),
-                io.Int.Input("max_batch", default=_DEFAULTS.max_batch, min=1, max=64,
+                io.Int.Input("max_batch", **host_features.advanced(), default=_DEFAULTS.max_batch, min=1, max=64,
                              tooltip="Parts denoised together; lower it to save VRAM (results do not change)."),
             ],
             outputs=[
@@ -151,6 +152,7 @@ class EditPart(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenEditPart",
+            **host_features.search_aliases("edit 3d part", "text edit part"),
             display_name="PartGen Edit Part",
             category="PartGen",
             description=(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 from comfy_api.latest import Types, io
 
 import folder_paths
 
-from ..partgen_models.assembly.load import LOADABLE_SUFFIXES, NON_MANIFOLD_POLICIES, LoadOptions, load_parts
+from ..partgen_models.assembly.load import (
+    LOADABLE_SUFFIXES,
+    NON_MANIFOLD_POLICIES,
+    LoadOptions,
+    LoadPartsError,
+    load_parts,
+)
 from ..partgen_models.assembly.mesh_interop import (
     MESH_SPLITS,
     parts_from_host_mesh,
@@ -17,7 +26,7 @@ from ..partgen_models.assembly.mesh_interop import (
     resolve_layout,
     to_host_mesh,
 )
-from . import sockets
+from . import host_features, sockets
 
 MESH_3D_FOLDER = "3d"  # input/3d: where ComfyUI's own Load3D node keeps (and uploads) meshes
 
@@ -35,6 +44,7 @@ class PartsToMesh(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenPartsToMesh",
+            **host_features.search_aliases("parts to mesh", "convert parts"),
             display_name="PartGen Parts to MESH",
             category="PartGen/interop",
             description=(
@@ -70,6 +80,7 @@ class MeshToParts(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenMeshToParts",
+            **host_features.search_aliases("mesh to parts", "split mesh"),
             display_name="PartGen MESH to Parts",
             category="PartGen/interop",
             description=(
@@ -117,7 +128,7 @@ class LoadParts(io.ComfyNode):
                     tooltip="A .glb/.gltf/.obj in ComfyUI's input folder or input/3d (a glTF's .bin and textures next to it).",
                 ),
                 io.Combo.Input(
-                    "non_manifold",
+                    "non_manifold", **host_features.advanced(),
                     options=list(NON_MANIFOLD_POLICIES),
                     default="error",
                     tooltip=(
@@ -125,20 +136,56 @@ class LoadParts(io.ComfyNode):
                         "'keep' loads it unchanged (rendering views does not need a clean surface)."
                     ),
                 ),
+                # ComfyUI 0.30+: a typed 3D file from core Load3D or PartGen Save Parts instead of the file list.
+                *([io.MultiType.Input(
+                    "model_3d", types=host_features.file3d_types(), optional=True,
+                    tooltip=("A 3D file (GLB, glTF or OBJ) from Load 3D or PartGen Save Parts; when connected it is "
+                             "read instead of 'file'."))]
+                  if host_features.has_file3d() else []),
             ],
             outputs=[sockets.Parts.Output(display_name="parts", tooltip="Connect to PartGen Save Parts, Parts to MESH or Render Views.")],
+            **host_features.search_aliases("import glb", "load mesh parts", "open gltf"),
         )
 
     @classmethod
-    def execute(cls, file: str, non_manifold: str) -> io.NodeOutput:
-        return io.NodeOutput(load_parts(Path(folder_paths.get_annotated_filepath(file)), LoadOptions(non_manifold)))
+    def execute(cls, file: str, non_manifold: str, model_3d: Any = None) -> io.NodeOutput:
+        with _readable_path(file, model_3d) as path:
+            return io.NodeOutput(load_parts(path, LoadOptions(non_manifold)))
 
     @classmethod
-    def fingerprint_inputs(cls, file: str, non_manifold: str):
+    def fingerprint_inputs(cls, file: str, non_manifold: str, model_3d: Any = None):
+        if model_3d is not None:  # an upstream node's file: re-read whenever that node ran again
+            return float("nan")
         # a file replaced under the same name must load again
         path = folder_paths.get_annotated_filepath(file)
         stat = os.stat(path) if os.path.isfile(path) else None
         return (file, non_manifold, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
+
+
+@contextlib.contextmanager
+def _readable_path(file: str, model_3d: Any) -> Iterator[Path]:
+    """The file to read: ``model_3d`` (a host ``File3D``) when connected, else ``file`` from input/.
+
+    A File3D held in memory is written to ComfyUI's temp folder for the loader and removed after."""
+    if model_3d is None:
+        yield Path(folder_paths.get_annotated_filepath(file))
+        return
+    suffix = f".{model_3d.format}" if model_3d.format else ""
+    if suffix not in LOADABLE_SUFFIXES:
+        raise LoadPartsError(f"model_3d: a {model_3d.format or 'format-less'} file cannot become parts; "
+                             f"connect a {', '.join(LOADABLE_SUFFIXES)} file (Load 3D, PartGen Save Parts)")
+    if model_3d.is_disk_backed:
+        yield Path(model_3d.get_source())
+        return
+    temp_dir = Path(folder_paths.get_temp_directory())
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=temp_dir, prefix=".partgen-model3d-", suffix=suffix)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(model_3d.get_bytes())
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 NODES = [PartsToMesh, MeshToParts, LoadParts]

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..partgen_models.multiview import MultiViewOptions, generate_views, load_zero123plus
 from ..partgen_models.multiview.catalog import DEFAULT_MULTIVIEW, list_multiview_models, resolve_multiview_model
 from ..partgen_models.multiview.preprocess import MASK_MARKS
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
 
 _DEFAULTS = MultiViewOptions()
@@ -37,7 +37,7 @@ class LoadMultiViewModel(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "precision",
+                    "precision", **host_features.advanced(),
                     options=list(PRECISIONS),
                     default="auto",
                     tooltip=(
@@ -62,6 +62,7 @@ class MultiView(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenMultiView",
+            **host_features.search_aliases("zero123++", "image to multi-view", "novel views"),
             display_name="PartGen Multi-View",
             category="PartGen",
             description=(

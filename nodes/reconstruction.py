@@ -10,10 +10,10 @@ from ..partgen_models.reconstruction.catalog import (
     resolve_reconstruction_model,
 )
 from ..partgen_models.reconstruction.loader import load_instantmesh
-from ..partgen_models.reconstruction.options import VIEW_SUBSETS, ReconstructionOptions
+from ..partgen_models.reconstruction.options import TEXTURE_MODES, VIEW_SUBSETS, ReconstructionOptions
 from ..partgen_models.reconstruction.reconstruct import reconstruct_parts
 from ..partgen_models.views import PartViews
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
 
 _DEFAULTS = ReconstructionOptions()
@@ -42,7 +42,7 @@ class LoadReconstructionModel(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "precision",
+                    "precision", **host_features.advanced(),
                     options=list(PRECISIONS),
                     default="auto",
                     tooltip="Weight precision. auto: fp16/bf16 on a GPU, fp32 on CPU. fp32 doubles the VRAM.",
@@ -63,12 +63,14 @@ class Reconstruct(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenReconstruct",
+            **host_features.search_aliases("image to 3d", "instantmesh", "views to mesh"),
             display_name="PartGen Reconstruct",
             category="PartGen",
             description=(
-                "Views → one watertight, vertex-coloured mesh per part, all in one object frame (glTF, Y up), so "
-                "the parts assemble into the object. Connect the whole object's views or completed part views; "
-                "parts are batched through the model. A part without foreground is skipped with a warning."
+                "Views → one watertight, vertex-coloured mesh per part (optionally with a baked base-colour texture), "
+                "all in one object frame (glTF, Y up), so the parts assemble into the object. Connect the whole "
+                "object's views or completed part views; parts are batched through the model. A part without "
+                "foreground is skipped with a warning; a part that cannot be textured keeps vertex colours (warning)."
             ),
             inputs=[
                 sockets.ReconstructionModel.Input("model", tooltip="From PartGen Load Reconstruction Model."),
@@ -90,36 +92,62 @@ class Reconstruct(io.ComfyNode):
                     ),
                 ),
                 io.Int.Input(
-                    "memory_budget_mb",
+                    "memory_budget_mb", **host_features.advanced(),
                     default=_DEFAULTS.memory_budget_mb,
                     min=64,
                     max=65536,
                     tooltip="Upper bound for temporary memory of the grid queries and part batches; lower it if you run out of VRAM.",
                 ),
                 io.Int.Input(
-                    "target_faces",
-                    default=0,
+                    "target_faces", **host_features.advanced(),
+                    default=20_000,
                     min=0,
                     max=10_000_000,
-                    tooltip="Decimate each part to about this many faces; 0 keeps the full mesh.",
+                    tooltip="Decimate each part to about this many faces (quadric decimation, about 1 s of CPU per "
+                    "200k faces; memory ~1 KB per face). 0 keeps the full mesh: ~100-200k faces per part at grid "
+                    "128, heavy in editors and engines.",
                 ),
                 io.Combo.Input(
-                    "view_subset",
+                    "view_subset", **host_features.advanced(),
                     options=list(VIEW_SUBSETS),
                     default="all",
                     tooltip="Which Zero123++ views to use: all 6, or InstantMesh's 4-view subset 0,2,4,5.",
+                ),
+                io.Combo.Input(
+                    "texture",
+                    options=list(TEXTURE_MODES),
+                    default="off",
+                    optional=True,
+                    tooltip=(
+                        "Also bake a base-colour texture per part (needs `pip install xatlas`): 'views+field' projects "
+                        "the part's views and fills what no view sees from the model's colour field; 'views' or "
+                        "'field' alone. 'off' keeps vertex colours only. Costs a UV unwrap (a few s per 20k faces on "
+                        "a CPU) and field queries per texel; see texture_size."
+                    ),
+                ),
+                io.Int.Input(
+                    "texture_size",
+                    default=1024,
+                    min=512,
+                    max=4096,
+                    step=256,
+                    optional=True,
+                    tooltip="Texture side in pixels. Memory while baking about size² x 100 bytes (1024: 0.1 GB, "
+                    "4096: 1.7 GB); time grows with size². Only used when texture is on.",
                 ),
             ],
             outputs=[sockets.Parts.Output(display_name="parts")],
         )
 
     @classmethod
-    def execute(cls, model, resolution, memory_budget_mb, target_faces, view_subset, views=None, part_views=None) -> io.NodeOutput:
+    def execute(cls, model, resolution, memory_budget_mb, target_faces, view_subset, views=None, part_views=None,
+                texture: str = "off", texture_size: int = 1024) -> io.NodeOutput:
         if (views is None) == (part_views is None):
             raise ValueError("connect exactly one of 'views' (a whole object) or 'part_views' (completed parts)")
         patcher = model.patcher()
         options = ReconstructionOptions(
-            resolution=resolution or None, memory_budget_mb=memory_budget_mb, target_faces=target_faces, views=view_subset
+            resolution=resolution or None, memory_budget_mb=memory_budget_mb, target_faces=target_faces, views=view_subset,
+            texture=texture, texture_size=texture_size,
         )
         inputs = part_views if part_views is not None else PartViews.whole_object(views)
         return io.NodeOutput(reconstruct_parts(patcher.model, inputs, options, comfy_runtime(patcher)))

@@ -14,7 +14,7 @@ from ..partgen_models.assembly.mesh_interop import parts_from_host_mesh
 from ..partgen_models.cameras import LAYOUTS
 from ..partgen_models.rendering.asset_views import AssetViewOptions, asset_parts, render_asset_views
 from ..partgen_models.rendering.renderer import SHADINGS, RenderOptions
-from . import sockets
+from . import host_features, sockets
 from .interop import loadable_files
 
 NO_FILE = "none"
@@ -25,6 +25,7 @@ class RenderViews(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenRenderViews",
+            **host_features.search_aliases("render mesh", "mesh to views", "3d asset views"),
             display_name="PartGen Render Views",
             category="PartGen",
             description=(
@@ -59,13 +60,13 @@ class RenderViews(io.ComfyNode):
                 ),
                 io.Int.Input("view_size", default=320, min=64, max=1024, step=8,
                              tooltip="Pixels per view; the models work at 320. Time and memory grow with its square."),
-                io.Combo.Input("shading", options=list(SHADINGS), default="lambert",
+                io.Combo.Input("shading", **host_features.advanced(), options=list(SHADINGS), default="lambert",
                                tooltip="lambert: a light at each camera, so shape reads as it does in generated "
                                        "views. unlit: the mesh's colours exactly (flat)."),
-                io.Int.Input("supersample", default=3, min=1, max=7, step=2,
+                io.Int.Input("supersample", **host_features.advanced(), default=3, min=1, max=7, step=2,
                              tooltip="Antialiasing: s x s samples per pixel (1 = off). Time grows with s²; 3 matches "
                                      "the soft edges of generated views."),
-                io.Float.Input("input_elevation", default=0.0, min=-60.0, max=60.0, step=1.0,
+                io.Float.Input("input_elevation", **host_features.advanced(), default=0.0, min=-60.0, max=60.0, step=1.0,
                                tooltip="Elevation in degrees of the input image, rendered at azimuth 0 (the mesh's "
                                        "front, +Z). 0 looks at it level, as a photo would."),
             ],

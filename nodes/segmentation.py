@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..partgen_models.segmentation.partgen_model import (
-    FORMAT,
-    find_partgen_checkpoint,
-    list_partgen_checkpoints,
-    load_partgen_segmenter,
-)
+from ..partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
+from ..partgen_models.segmentation.segmenter import FORMAT, load_partgen_segmenter
 from ..partgen_models.segmentation.palette import BACKGROUND, PALETTE
 from ..partgen_models.segmentation.sam2_backend import (
     SAM2_CHOICES,
@@ -30,7 +26,7 @@ from ..partgen_models.segmentation.sam3_backend import (
 from ..partgen_models.segmentation.segment import SegmentationOptions, segment_views
 from ..partgen_models.segmentation.select import SELECTION_MODES, PartSelection, grid_masks, overlay, select_parts
 from ..partgen_models.views import views_to_grid
-from . import sockets
+from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, download_progress, model_search_dirs, resolve_dtype
 
 _DEFAULTS = SegmentationOptions()
@@ -79,7 +75,7 @@ class LoadSegmenter(io.ComfyNode):
                         "3.4 GB in fp32 (1.7 GB in fp16); accept its licence on Hugging Face and log in first."
                     ),
                 ),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                io.Combo.Input("precision", **host_features.advanced(), options=list(PRECISIONS), default="auto",
                                tooltip="auto: fp16/bf16 on a GPU, fp32 on CPU. Half precision halves the VRAM of the weights."),
             ],
             outputs=[sockets.Segmenter.Output(display_name="segmenter")],
@@ -102,6 +98,7 @@ class Segment(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenSegment",
+            **host_features.search_aliases("part segmentation", "split into parts", "segment 3d parts"),
             display_name="PartGen Segment",
             category="PartGen",
             description=(
@@ -124,17 +121,17 @@ class Segment(io.ComfyNode):
                                        "Ignored by SAM."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="PartGen: drives all samples' noise. SAM is deterministic and ignores it."),
-                io.Float.Input("min_area", default=_DEFAULTS.min_area, min=0.0, max=0.49, step=0.001,
+                io.Float.Input("min_area", **host_features.advanced(), default=_DEFAULTS.min_area, min=0.0, max=0.49, step=0.001,
                                tooltip="PartGen: colours covering less than this share of the object are dropped as noise. "
                                        "SAM2: masks below this share of the object are dropped."),
                 io.String.Input("names", default="", optional=True,
                                 tooltip="SAM3 only: the parts to find, comma-separated ('crown, wheel'); each becomes one "
                                         "labelled proposal. Short noun phrases work best. Ignored by PartGen and SAM2."),
-                io.Float.Input("sam3_threshold", default=_SAM3_DEFAULTS.threshold, min=0.0, max=0.99, step=0.01,
+                io.Float.Input("sam3_threshold", **host_features.advanced(), default=_SAM3_DEFAULTS.threshold, min=0.0, max=0.99, step=0.01,
                                optional=True,
                                tooltip="SAM3 only: instance score above which a detection counts. Lower it when a "
                                        "named part is not found; raise it when other things are taken for it."),
-                io.Int.Input("points_per_side", default=_SAM2_DEFAULTS.points_per_side, min=1, max=64, optional=True,
+                io.Int.Input("points_per_side", **host_features.advanced(), default=_SAM2_DEFAULTS.points_per_side, min=1, max=64, optional=True,
                              tooltip="SAM2 only: query grid over the object (n x n, points off the object skipped), three "
                                      "masks per point. More points find smaller parts; decoding them is cheap, tracking "
                                      f"is capped at {_SAM2_DEFAULTS.max_proposals} proposals. Ignored by the others."),
@@ -173,6 +170,7 @@ class SelectParts(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="PartGenSelectParts",
+            **host_features.search_aliases("choose parts", "part masks"),
             display_name="PartGen Select Parts",
             category="PartGen",
             description=(

@@ -24,12 +24,23 @@ import torch
 logger = logging.getLogger("partgen_models")
 
 
+# Option fields → the flags that set them, so that errors name what the user typed.
+_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "view_size": "--view-size"}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr and exit status 2, never a usage block or a traceback."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .multiview.catalog import DEFAULT_MULTIVIEW
-    from .multiview.options import MultiViewOptions
+    from .multiview.options import MAX_STEPS, MAX_VIEW_SIZE, MIN_VIEW_SIZE, MultiViewOptions
 
     defaults = MultiViewOptions()
-    parser = argparse.ArgumentParser(prog="python -m partgen_models", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="python -m partgen_models", description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path, help="object image (PNG with alpha, or on a plain background)")
     parser.add_argument("--out", type=Path, required=True, help="folder for grid.png, view_XX.png, views.json")
     parser.add_argument("--mask", type=Path, help="optional mask image (white = object unless --mask-marks says otherwise)")
@@ -37,10 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("PARTGEN_MODELS_DIR", "models/partgen")),
                         help="where weights are found or downloaded (default: $PARTGEN_MODELS_DIR or models/partgen)")
     parser.add_argument("--model", default=DEFAULT_MULTIVIEW, help=f"multi-view model (default {DEFAULT_MULTIVIEW})")
-    parser.add_argument("--steps", type=int, default=defaults.num_inference_steps)
-    parser.add_argument("--guidance", type=float, default=defaults.guidance_scale)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--view-size", type=int, default=defaults.view_size)
+    parser.add_argument("--steps", type=int, default=defaults.num_inference_steps,
+                        help=f"denoising steps, 1..{MAX_STEPS} (default {defaults.num_inference_steps}); time grows linearly")
+    parser.add_argument("--guidance", type=float, default=defaults.guidance_scale,
+                        help=f"classifier-free guidance (default {defaults.guidance_scale})")
+    parser.add_argument("--seed", type=int, default=0, help="0..2**64-1 (default 0)")
+    parser.add_argument("--view-size", type=int, default=defaults.view_size,
+                        help=f"pixels per view, a multiple of 8 within {MIN_VIEW_SIZE}..{MAX_VIEW_SIZE} (default "
+                             f"{defaults.view_size}); memory grows with its square")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
     parser.add_argument("--tiny", action="store_true", help="use tiny random weights (offline smoke run; output is noise)")
@@ -58,12 +73,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _image_array(image) -> np.ndarray:
+    """A PIL image → float32 ``[H,W,4]`` RGBA in 0..1, keeping 16-bit and float greyscale intact.
+
+    PIL's ``convert("RGBA")`` clips 16-bit greyscale (mode ``I;16``, or ``I`` in older Pillow) to 8 bits,
+    which turns almost every pixel white; those are scaled from 0..65535 here instead.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
+        grey = np.asarray(image, dtype=np.float32)
+        grey = grey / 65535.0 if image.mode in _SIXTEEN_BIT_MODES else grey
+        grey = np.clip(grey, 0.0, 1.0)
+        return np.concatenate([np.repeat(grey[..., None], 3, axis=-1), np.ones_like(grey)[..., None]], axis=-1)
+    return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+
+
 def _load_image(path: Path) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("RGBA")
-        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = _image_array(image)
     rgba = torch.from_numpy(array)[None]  # (1, H, W, 4)
     return rgba if bool((rgba[..., 3] < 1).any()) else rgba[..., :3]
 
@@ -72,6 +103,8 @@ def _load_mask(path: Path) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as image:
+        if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
+            return torch.from_numpy(np.ascontiguousarray(_image_array(image)[..., 0]))[None]
         return torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[None]
 
 
@@ -85,26 +118,89 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .multiview.preprocess import InputImageError
     from .weights import WeightsError
 
     from .assembly.export import ExportError
     from .assembly.isolation import IsolationError
+    from .checks import OptionError
     from .assembly.placement import PlacementError
     from .reconstruction.reconstruct import ReconstructionError
 
     try:
-        run_mmpart_command(args) if args.part else run(args)
+        if args.part:
+            run_mmpart_command(args)
+        else:
+            inputs = check_arguments(args)  # everything a user typed, before any weights are read
+            run(args, *inputs)
     except (WeightsError, InputImageError, IsolationError, PlacementError, ReconstructionError, ExportError,
-            OSError) as error:
+            OptionError, OSError) as error:
         logger.error("error: %s", error)
         raise SystemExit(2) from None
+    except ArgumentError as error:
+        parser.error(str(error))
 
 
-def run(args: argparse.Namespace) -> None:
-    from .multiview import MultiViewOptions, generate_views, load_zero123plus
+class ArgumentError(ValueError):
+    """A flag's value is unusable; the message starts with the flag."""
+
+
+def check_arguments(args: argparse.Namespace):
+    """Options, image and mask from the flags, checked as the run would use them: (options, image, mask).
+
+    Errors name the flag (``--view-size``), not the library's field or a node input.
+    """
+    from .checks import OptionError
+    from .multiview import MultiViewOptions
+    from .multiview.preprocess import prepare_condition_images
+
+    try:
+        options = MultiViewOptions(
+            num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed, view_size=args.view_size
+        )
+    except OptionError as error:
+        raise ArgumentError(f"{_FLAGS.get(error.name, error.name)} {error.problem}") from None
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ArgumentError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ArgumentError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    if args.out.exists() and not args.out.is_dir():
+        raise ArgumentError(f"--out {args.out} is a file; give a folder")
+    for flag, path in (("image", args.image), ("--mask", args.mask)):
+        if path is not None and not path.is_file():
+            raise ArgumentError(f"{flag} {path} does not exist or is not a file")
+    image = _load_image(args.image)
+    mask = _load_mask(args.mask) if args.mask else None
+    wording = cli_wording(args.image, args.mask)
+    # The background colour does not change what is refused; the run prepares again on the model's.
+    prepare_condition_images(image, mask, background=1.0, size=64, mask_marks=args.mask_marks, wording=wording)
+    return options, image, mask, wording
+
+
+def cli_wording(image: Path, mask: Path | None):
+    from .multiview.preprocess import InputWording
+
+    return InputWording(
+        image=f"image {image}",
+        give_mask=(
+            "pass --mask FILE with a mask of the object (white = object; e.g. from a background-removal tool "
+            "such as rembg), or use a PNG with transparency"
+        ),
+        mask_marks="set --mask-marks background if white marks the background",
+        mask=f"--mask {mask}",
+        empty_mask=f"--mask {mask} is empty (all black: it marks nothing)",
+        matching_mask="pass the mask made for this image (same width and height)",
+    )
+
+
+def run(args: argparse.Namespace, options, image: torch.Tensor, mask, wording) -> None:
+    from .multiview import generate_views, load_zero123plus
     from .multiview.catalog import resolve_multiview_model
     from .runtime import Runtime, default_runtime
 
@@ -126,11 +222,7 @@ def run(args: argparse.Namespace) -> None:
             write_tiny_models(models_dir)
         files = resolve_multiview_model(args.model, [models_dir])
         model = load_zero123plus(files.folder, files.unet_file, dtype=dtype, flavour=files.flavour)
-        options = MultiViewOptions(
-            num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed, view_size=args.view_size
-        )
-        mask = _load_mask(args.mask) if args.mask else None
-        views = generate_views(model, _load_image(args.image), mask, options, runtime, args.mask_marks)[0]
+        views = generate_views(model, image, mask, options, runtime, args.mask_marks, wording)[0]
 
     args.out.mkdir(parents=True, exist_ok=True)
     _save_png(views.grid(), args.out / "grid.png")

@@ -15,6 +15,31 @@ import torch
 from .weights import WeightsError, check_state_dict
 
 
+class DeviceFromWeights:
+    """``device`` and ``dtype`` read from the weights (:meth:`weights_reference`), for model classes.
+
+    Hosts (ComfyUI's ModelPatcher) assign ``model.device`` after moving the weights; the weights are
+    the truth, so that assignment is accepted and ignored instead of failing on a read-only property
+    or leaving a stale attribute behind.
+    """
+
+    def weights_reference(self) -> torch.Tensor:
+        """One tensor that moves and casts with the model's weights."""
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights_reference().dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights_reference().device
+
+    @device.setter
+    def device(self, value) -> None:
+        pass
+
+
 def build_on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     with torch.device("meta"):
         return factory()

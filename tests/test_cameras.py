@@ -55,3 +55,12 @@ def test_grid_round_trip_is_row_major():
         views_to_grid(views[:5], 3, 2)
     with pytest.raises(ValueError, match="equal views"):
         grid_to_views(grid[:11], 3, 2)
+
+
+def test_zero123pp_v12_layout_carries_instantmesh_field_of_view():
+    # InstantMesh reconstructs Zero123++ v1.2 views with FoV 30 degrees (src/utils/camera_util.py):
+    # the layout, not the caller, must carry it, and with it the normalised focal 0.5 / tan(15°) = 1.866.
+    layout = LAYOUTS["zero123pp_v12"]
+    assert layout.fov_deg == 30.0 and layout.radius == 4.0 and layout.view_size == 320
+    fx, fy, cx, cy = normalized_intrinsics(layout.fov_deg)
+    assert fx == fy == pytest.approx(1.8660254, abs=1e-6) and (cx, cy) == (0.5, 0.5)

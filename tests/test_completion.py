@@ -9,7 +9,7 @@ from partgen_models.completion.complete import (
     edit_part,
     masked_views,
 )
-from partgen_models.completion.partgen_model import load_partgen_completer
+from partgen_models.completion.completer import load_partgen_completer
 from partgen_models.multiview import MultiViewOptions, generate_views
 from partgen_models.segmentation.select import PartMasks
 from partgen_models.weights import WeightsError

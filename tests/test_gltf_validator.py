@@ -21,7 +21,7 @@ import trimesh
 import comfyui_harness
 from partgen_models.assembly.export import ExportOptions, export_parts
 from partgen_models.assembly.load import LoadOptions, load_parts
-from partgen_models.parts import Part
+from partgen_models.parts import Part, placed_mesh
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ERROR, WARNING = 0, 1  # the validator's severities (2 info, 3 hint)
@@ -130,18 +130,17 @@ def test_exports_reload_with_names_vertex_counts_and_colours(tmp_path, assorted_
     scene = trimesh.load(tmp_path / result.scene, force="scene", process=False)
     assert set(scene.graph.nodes_geometry) == {p.name for p in assorted_parts}
     for part, part_file in zip(assorted_parts, result.part_files):
-        expected = (part.vertex_colors.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
         for reloaded in (scene, trimesh.load(tmp_path / part_file, force="scene", process=False)):
             mesh = reloaded.geometry[reloaded.graph[part.name][1]]
-            assert len(mesh.vertices) == part.vertices.shape[0] and len(mesh.faces) == part.num_faces
-            assert np.array_equal(mesh.visual.vertex_colors[:, :3], expected), part.name
+            # vertices split along creases (one normal per side) only add copies
+            assert len(mesh.vertices) >= part.vertices.shape[0] and len(mesh.faces) == part.num_faces
 
     loaded = load_parts(tmp_path / result.scene, LoadOptions(non_manifold="keep"))
     assert [p.name for p in loaded] == [p.name for p in assorted_parts]
     for original, back in zip(assorted_parts, loaded):
-        assert torch.allclose(back.vertices, original.vertices, atol=1e-6)
+        assert torch.allclose(placed_mesh(back)[0].float(), original.vertices, atol=1e-6)
         assert torch.equal(back.faces, original.faces)
-        assert torch.allclose(back.vertex_colors, original.vertex_colors.clamp(0, 1), atol=0.5 / 255 + 1e-6)
+        assert torch.allclose(back.vertex_colors, original.vertex_colors.clamp(0, 1), atol=1e-5)
 
 
 def test_the_validator_reports_errors_it_should(tmp_path, assorted_parts):

@@ -86,7 +86,8 @@ def test_mesh_extraction_end_to_end_is_upstreams(models, golden):
 
     model = models["mesh"]
     with torch.no_grad():
-        vertices, faces = rec.extract_flexicubes(model, golden["mesh_planes"], 16, ReconstructionOptions(), Runtime())
+        # upstream leaves the surface open where it meets the grid's boundary
+        vertices, faces = rec.extract_flexicubes(model, golden["mesh_planes"], 16, ReconstructionOptions(watertight=False), Runtime())
         colors = rec.vertex_colors(model, golden["mesh_planes"], vertices, ReconstructionOptions(), Runtime())
     _close(vertices, golden["mesh_g16_mesh_vertices"], 1e-5)
     assert torch.equal(faces.long(), golden["mesh_g16_mesh_faces"].long())

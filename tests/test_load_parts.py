@@ -16,7 +16,7 @@ import trimesh
 from partgen_models.assembly.export import ExportOptions, export_parts
 from partgen_models.assembly.load import LoadOptions, LoadPartsError, load_parts, non_manifold_edges
 from partgen_models.assembly.mesh_interop import DEFAULT_COLOR
-from partgen_models.parts import Part
+from partgen_models.parts import Part, placed_mesh
 
 TET = {"positions": [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]],
        "indices": [[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]}  # closed, outward
@@ -106,15 +106,17 @@ def test_glb_nodes_become_named_parts_in_file_order_with_world_transforms(tmp_pa
     parts = load_parts(path)
     assert [p.name for p in parts] == ["body", "arm", "two_materials", "mirrored", "part_04", "body_1"]
     by_name = {p.name: p for p in parts}
+    placed = {p.name: placed_mesh(p)[0].float() for p in parts}
     tet = torch.tensor(TET["positions"], dtype=torch.float32)
-    assert torch.allclose(by_name["body"].vertices, tet + torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.allclose(placed["body"], tet + torch.tensor([0.0, 1.0, 0.0]))
     # arm: scale 2, a quarter turn about +y (x → -z), then its parent's translation
     expected_arm = torch.stack([2 * tet[:, 2], 2 * tet[:, 1], -2 * tet[:, 0]], dim=1) + torch.tensor([0.0, 1.0, 0.0])
-    assert torch.allclose(by_name["arm"].vertices, expected_arm, atol=1e-6)
-    assert torch.allclose(by_name["part_04"].vertices, tet + torch.tensor([0.0, 0.0, 9.0]))
-    assert torch.allclose(by_name["body_1"].vertices, tet + torch.tensor([3.0, 0.0, 0.0]))
-    for part in parts:
-        assert torch.equal(part.transform, torch.eye(4))  # transforms are applied, not kept
+    assert torch.allclose(placed["arm"], expected_arm, atol=1e-6)
+    assert torch.allclose(placed["part_04"], tet + torch.tensor([0.0, 0.0, 9.0]))
+    assert torch.allclose(placed["body_1"], tet + torch.tensor([3.0, 0.0, 0.0]))
+    # pivots are kept: vertices stay local to their node, the node's world transform travels along
+    assert torch.equal(by_name["body"].vertices, tet) and by_name["body"].transform[:3, 3].tolist() == [0.0, 1.0, 0.0]
+    assert torch.allclose(by_name["arm"].transform[:3, :3].det(), torch.tensor(8.0))
 
     # the two primitives of one mesh are one part: first the red one, then the one without colours
     merged = by_name["two_materials"]
@@ -123,8 +125,8 @@ def test_glb_nodes_become_named_parts_in_file_order_with_world_transforms(tmp_pa
     assert torch.allclose(merged.vertex_colors[4:], torch.tensor(DEFAULT_COLOR).expand(4, 3))
 
     # a mirroring transform flips the winding back, so the surface still faces outwards
-    mirrored = by_name["mirrored"]
-    mesh = trimesh.Trimesh(mirrored.vertices.numpy(), mirrored.faces.numpy(), process=False)
+    vertices, faces = placed_mesh(by_name["mirrored"])
+    mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=False)
     assert mesh.volume > 0
 
 
@@ -141,7 +143,7 @@ def test_gltf_with_an_external_buffer(tmp_path):
     (tmp_path / "solo.bin").write_bytes(blob)
     (tmp_path / "solo.gltf").write_text(json.dumps(document))
     (part,) = load_parts(tmp_path / "solo.gltf")
-    assert part.name == "solo" and part.vertices[:, 2].min() == pytest.approx(2.0)
+    assert part.name == "solo" and placed_mesh(part)[0][:, 2].min() == pytest.approx(2.0)
 
 
 OBJ_WITH_OBJECTS = """\
@@ -199,8 +201,10 @@ def test_saved_parts_load_back_unchanged(tmp_path):
     loaded = load_parts(tmp_path / result.scene)
     assert [p.name for p in loaded] == ["seat", "ball"]
     for original, back in zip(parts, loaded):
-        assert torch.allclose(back.vertices, original.vertices, atol=1e-6) and torch.equal(back.faces, original.faces)
-        assert (back.vertex_colors - original.vertex_colors).abs().max() <= 0.5 / 255 + 1e-6
+        # crease copies are welded back; vertices come back local to the pivot Save Parts put at the centre
+        assert torch.allclose(placed_mesh(back)[0].float(), original.vertices, atol=1e-6) and torch.equal(back.faces, original.faces)
+        assert back.vertices.amin(0).add(back.vertices.amax(0)).abs().max() < 1e-6
+        assert (back.vertex_colors - original.vertex_colors).abs().max() <= 1e-5  # COLOR_0 read at full precision
 
 
 def test_seams_are_not_mistaken_for_non_manifold_edges():

@@ -1,8 +1,9 @@
 """PartGen parts ↔ ComfyUI's native MESH.
 
-Tier 1: the conversion on plain tensors, for both MESH classes (stand-ins with the exact constructor
-signatures of ComfyUI 0.3.x and of the newer class with per-item counts). Tier 2: the nodes in the
-real ComfyUI 0.3.75 executor, feeding core ``SaveGLB``.
+Tier 1: the conversion on plain tensors, for each MESH class (stand-ins with the exact constructor
+signatures of ComfyUI 0.3.x, of a class with per-item counts and of 0.30's class with UVs, texture and
+``unlit``; 0.30's real class too where its tree is cached). Tier 2: the nodes in each real ComfyUI
+host's executor, feeding core ``SaveGLB``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import trimesh
 import comfyui_harness as harness
 from partgen_models.assembly import mesh_interop as mi
 from partgen_models.assembly.export import ExportOptions, export_parts
-from partgen_models.parts import Part
+from partgen_models.assembly.load import LoadOptions, load_parts
+from partgen_models.parts import Part, placed_mesh
 
 
 class LegacyMesh:
@@ -37,6 +39,7 @@ class CountedMesh:
         assert (vertex_counts is None) == (face_counts is None)
         self.vertices, self.faces, self.uvs, self.vertex_colors = vertices, faces, uvs, vertex_colors
         self.vertex_counts, self.face_counts = vertex_counts, face_counts
+        self.texture, self.unlit = texture, unlit
 
 
 def _part(name: str, mesh: trimesh.Trimesh, shift=(0.0, 0.0, 0.0), seed: int = 0, transform=None) -> Part:
@@ -131,6 +134,93 @@ def test_each_host_mesh_class_gets_what_it_understands(parts):
     assert [p.num_faces for p in mi.parts_from_host_mesh(bare)] == [p.num_faces for p in parts]
 
 
+class TexturedMesh:
+    """ComfyUI 0.30's ``MESH``: its constructor, word for word (UVs, texture, counts, unlit)."""
+
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor,
+                 uvs: torch.Tensor | None = None,
+                 vertex_colors: torch.Tensor | None = None,
+                 texture: torch.Tensor | None = None,
+                 vertex_counts: torch.Tensor | None = None,
+                 face_counts: torch.Tensor | None = None,
+                 unlit: bool = False):
+        assert (vertex_counts is None) == (face_counts is None)
+        self.vertices, self.faces, self.uvs, self.vertex_colors = vertices, faces, uvs, vertex_colors
+        self.texture, self.vertex_counts, self.face_counts, self.unlit = texture, vertex_counts, face_counts, unlit
+
+
+def _host_mesh_classes() -> list:
+    """The stand-ins, plus 0.30's real class where the tier-2 tests already unpacked that ComfyUI."""
+    classes = [TexturedMesh, CountedMesh, LegacyMesh]
+    source = harness.CACHE_DIR / harness.HOST_0_30_0.cache_name / "comfy_api/latest/_util/geometry_types.py"
+    if source.is_file():  # the module needs only torch: load it alone, without ComfyUI
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("comfyui_030_geometry_types", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        classes.insert(0, module.MESH)
+    return classes
+
+
+def _textured(parts: list[Part], texture: torch.Tensor | None = None, unlit: bool = True) -> list[Part]:
+    """The parts with UVs (from their x/y), one texture each (or ``texture`` shared) and ``unlit``."""
+    import dataclasses
+
+    out = []
+    for i, part in enumerate(parts):
+        tex = texture if texture is not None else torch.full((4, 4, 3), 0.1 * (i + 1))
+        out.append(dataclasses.replace(part, uvs=part.vertices[:, :2].clone(), texture=tex, unlit=unlit))
+    return out
+
+
+@pytest.mark.parametrize("mesh_class", _host_mesh_classes(), ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_round_trip_keeps_unlit_uvs_and_texture(parts, mesh_class):
+    """MESH → parts → MESH keeps what the host's MESH carries; where the class has no such field it
+    still rides along as an attribute, so PartGen's own round trip loses nothing on 0.3.x either."""
+    textured = _textured(parts)
+    layout = mi.resolve_layout("auto", mesh_class)
+    mesh = mi.to_host_mesh(mi.parts_to_mesh_batch(textured, layout), mesh_class)
+    assert mesh.unlit is True
+    back = mi.parts_from_host_mesh(mesh, "batch items" if layout == "per part" else "connected components")
+    assert len(back) == len(parts)
+    for original in textured:  # merged + split orders by size: match by vertex count
+        (part,) = [p for p in back if p.vertices.shape[0] == original.vertices.shape[0]]
+        assert part.unlit and torch.equal(part.uvs, original.uvs)
+        if layout == "per part":
+            assert torch.equal(part.texture, original.texture)
+    again = mi.to_host_mesh(mi.parts_to_mesh_batch(back, layout), mesh_class)
+    assert again.unlit is True
+    if layout == "per part":
+        assert torch.equal(again.uvs, mesh.uvs) and torch.equal(again.texture, mesh.texture)
+    else:  # the pieces come back largest first: the same UVs in another order
+        assert sorted(map(tuple, again.uvs[0].tolist())) == sorted(map(tuple, mesh.uvs[0].tolist()))
+
+
+def test_merged_mesh_keeps_a_shared_texture_and_drops_different_ones(parts, caplog):
+    shared = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(0))
+    batch = mi.parts_to_mesh_batch(_textured(parts, texture=shared), "merged")
+    assert torch.equal(batch.texture, shared[None]) and batch.uvs.shape == (1, batch.vertices.shape[1], 2)
+    back = mi.mesh_batch_to_parts(batch.vertices, batch.faces, uvs=batch.uvs, texture=batch.texture,
+                                  unlit=batch.unlit, split="connected components")
+    assert all(torch.equal(p.texture, shared) and p.unlit for p in back)
+    with caplog.at_level("WARNING"):
+        dropped = mi.parts_to_mesh_batch(_textured(parts), "merged")
+    assert dropped.texture is None and dropped.uvs is not None
+    assert "textures dropped: a merged MESH holds one texture" in caplog.text
+
+
+def test_per_part_textures_of_different_sizes_are_dropped_with_a_warning(parts, caplog):
+    import dataclasses
+
+    textured = _textured(parts)
+    textured[1] = dataclasses.replace(textured[1], texture=torch.zeros(2, 2, 3))
+    with caplog.at_level("WARNING"):
+        batch = mi.parts_to_mesh_batch(textured, "per part")
+    assert batch.texture is None and "the parts' sizes differ" in caplog.text
+    mixed = [dataclasses.replace(textured[0], unlit=False), *textured[1:]]
+    assert mi.parts_to_mesh_batch(mixed, "per part").unlit is False  # unlit only when every part is
+
+
 def _nan_part():
     vertices = torch.tensor([[0.0, 0, 0], [math.nan, 0, 0], [0, 1, 0]])
     return Part("bad", vertices, torch.tensor([[0, 1, 2]]), torch.zeros(3, 3))
@@ -167,6 +257,10 @@ ONE_FACE = torch.tensor([[[0, 1, 2]]])
     (dict(vertices=TRI.expand(2, 3, 3), faces=ONE_FACE), "MESH batch sizes differ: 2 vertex items, 1 face items"),
     (dict(vertices=TRI, faces=ONE_FACE, vertex_colors=torch.zeros(1, 2, 3)),
      r"MESH vertex colours \(1, 2, 3\) do not match vertices \(1, 3, 3\)"),
+    (dict(vertices=TRI, faces=ONE_FACE, uvs=torch.zeros(1, 3, 3)),
+     r"MESH uvs \(1, 3, 3\) do not match vertices \(1, 3, 3\)"),
+    (dict(vertices=TRI, faces=ONE_FACE, texture=torch.zeros(2, 4, 4, 3)),
+     r"a MESH texture is \[B,H,W,3\] with B = 1 or 1; got \(2, 4, 4, 3\)"),
     (dict(vertices=TRI[:0], faces=ONE_FACE[:0]), "the MESH is an empty batch"),
     (dict(vertices=TRI, faces=torch.zeros(1, 2, 3, dtype=torch.long)), "MESH item 0 has no faces"),
     (dict(vertices=TRI * math.nan, faces=ONE_FACE), "MESH item 0 has NaN or infinite vertices"),
@@ -246,21 +340,32 @@ def _files(result: dict, node_id: str) -> list[Path]:
 
 
 @pytest.mark.tier2
-def test_core_save_glb_writes_our_mesh(interop_run):
+def _host_mesh_has_counts(comfyui_path: Path) -> bool:
+    """Feature-detected from the host's source, as the nodes do from its MESH class."""
+    source = comfyui_path / "comfy_api" / "latest" / "_util" / "geometry_types.py"
+    return source.is_file() and "vertex_counts" in source.read_text()
+
+
+def test_core_save_glb_writes_our_mesh(interop_run, comfyui_path):
     parts, runs = interop_run
     result = runs["graph"]
     assert result["valid"] and result["success"], _explain(result)
+    counted = _host_mesh_has_counts(comfyui_path)
     per_part, merged, auto = _files(result, "3"), _files(result, "5"), _files(result, "7")
-    assert len(per_part) == len(parts) and len(merged) == 1 and len(auto) == 1  # 0.3.75: auto = merged
+    # auto: per part where the host's MESH has per-item counts (0.30), else merged (0.3.75)
+    assert len(per_part) == len(parts) and len(merged) == 1 and len(auto) == (len(parts) if counted else 1)
     largest = max(p.vertices.shape[0] for p in parts)
     for path, part in zip(per_part, parts):
         mesh = trimesh.load(path, force="mesh", process=False)
-        # 0.3.75's SaveGLB ignores counts: the padding is written, and covers no area
-        assert len(mesh.vertices) == largest
+        # 0.30's SaveGLB cuts each item to its count; 0.3.75's ignores counts: the padding is written,
+        # and covers no area
+        assert len(mesh.vertices) == (part.vertices.shape[0] if counted else largest)
         assert mesh.area == pytest.approx(float(trimesh.Trimesh(part.vertices.numpy(), part.faces.numpy()).area), rel=1e-5)
-    for path in merged + auto:
+    for path in merged + ([] if counted else auto):
         mesh = trimesh.load(path, force="mesh", process=False)
         assert len(mesh.faces) == sum(p.num_faces for p in parts)
+    for path, part in zip(auto if counted else [], parts):
+        assert len(trimesh.load(path, force="mesh", process=False).faces) == part.num_faces
     from test_gltf_validator import require_valid_gltf
 
     require_valid_gltf(per_part + merged + auto)
@@ -271,15 +376,15 @@ def test_mesh_back_to_parts_keeps_geometry_and_colours(interop_run):
     parts, runs = interop_run
     result = runs["graph"]
     assert result["success"], _explain(result)
-    round_trip = trimesh.load(_files(result, "9")[0], force="scene", process=False)
-    loaded = trimesh.load(_files(result, "12")[0], force="scene", process=False)
-    assert sorted(loaded.graph.nodes_geometry) == sorted(p.name for p in parts)
+    round_trip = load_parts(_files(result, "9")[0], LoadOptions(non_manifold="keep"))
+    loaded = load_parts(_files(result, "12")[0], LoadOptions(non_manifold="keep"))
+    assert sorted(p.name for p in loaded) == sorted(p.name for p in parts)
     for index, part in enumerate(parts):
-        expected = (part.vertex_colors.numpy() * 255).round().astype(np.uint8)
-        for scene, name in ((round_trip, f"piece_{index:02d}"), (loaded, part.name)):
-            mesh = scene.geometry[scene.graph[name][1]]
-            assert len(mesh.vertices) == part.vertices.shape[0] and len(mesh.faces) == part.num_faces
-            assert np.array_equal(mesh.visual.vertex_colors[:, :3], expected), name
+        for back in (round_trip[index], {p.name: p for p in loaded}[part.name]):
+            assert back.name in (f"piece_{index:02d}", part.name)
+            assert torch.allclose(placed_mesh(back)[0].float(), placed_mesh(part)[0].float(), atol=1e-5)
+            assert torch.equal(back.faces, part.faces)
+            assert (back.vertex_colors - part.vertex_colors).abs().max() <= 1e-5, back.name
     components = trimesh.load(_files(result, "11")[0], force="scene", process=False)
     assert len(components.graph.nodes_geometry) == len(parts)
 

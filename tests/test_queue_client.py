@@ -1,4 +1,4 @@
-"""The queue client (``python -m partgen_models.queue_client``).
+"""The queue client (``python -m partgen_tools.queue_client``).
 
 Tier 1: arguments, workflow files, overrides and saved files, without a server. Tier 3: the client
 as a user runs it, in a subprocess, against a real ComfyUI 0.3.75 server on a loopback port started
@@ -21,7 +21,7 @@ import pytest
 import trimesh
 
 import comfyui_harness as harness
-from partgen_models import queue_client as qc
+from partgen_tools import queue_client as qc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / "workflows" / "api"
@@ -300,7 +300,7 @@ def server(comfy_server):
 
 
 def _client(*args: str) -> list[str]:
-    return [sys.executable, "-m", "partgen_models.queue_client", *map(str, args)]
+    return [sys.executable, "-m", "partgen_tools.queue_client", *map(str, args)]
 
 
 def run_client(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 import logging
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -128,3 +129,80 @@ def test_bad_views_say_what_is_wrong(nerf_model):
         rec.reconstruct_parts(nerf_model, four)
     with pytest.raises(ValueError, match="views must be one of"):
         ReconstructionOptions(views="1,2")
+
+
+def _open_edges(faces: torch.Tensor) -> int:
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+    _, counts = torch.unique(edges, dim=0, return_counts=True)
+    return int((counts != 2).sum())
+
+
+@pytest.mark.parametrize("variant", ["mesh", "nerf"])
+def test_random_weights_give_closed_surfaces_at_the_grid_boundary(tmp_path, variant):
+    """Untrained weights give fields that are still inside where the grid ends; the surface must close there."""
+    name = "instant_mesh_large.ckpt" if variant == "mesh" else "instant_nerf_large.ckpt"
+    model = load_instantmesh(write_tiny_instantmesh(tmp_path / name, variant, seed=0))
+    planes = torch.randn(1, 3, model.config.triplane_dim, 16, 16, generator=torch.Generator().manual_seed(1))
+    extract = rec.extract_flexicubes if variant == "mesh" else rec.extract_marching_cubes
+    options = ReconstructionOptions(memory_budget_mb=64, density_threshold=0.3)  # about the random field's median
+    with torch.no_grad():
+        _, open_faces = extract(model, planes, 16, replace(options, watertight=False), Runtime())
+        vertices, faces = extract(model, planes, 16, options, Runtime())
+    assert faces.shape[0] > 0
+    assert _open_edges(faces) == 0, "the surface is open"
+    mesh = trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=True)
+    assert mesh.is_watertight
+    assert open_faces.shape[0] and _open_edges(open_faces) > 0  # the same field without closing is open
+
+
+def test_reconstructed_parts_get_a_baked_texture_and_export_it(nerf_model, monkeypatch, tmp_path):
+    pytest.importorskip("xatlas")
+    from partgen_models.assembly.export import ExportOptions, export_parts
+
+    _sphere_field(monkeypatch, nerf_model, radius=0.4)
+    options = ReconstructionOptions(resolution=24, target_faces=300, texture="field", texture_size=512)
+    (part,) = rec.reconstruct_parts(nerf_model, _part_views(1), options)
+    assert part.has_texture and part.texture.shape == (512, 512, 3) and part.uvs.shape == (part.vertices.shape[0], 2)
+    assert part.source == "reconstruction"
+    # the field's colour is (p + 1) / 2 in z-up: the texture holds the colours of the surface points
+    assert float(part.texture.std()) > 0.05
+    result = export_parts([part], tmp_path, ExportOptions("tex/part", part_format="obj"))
+    from gltf_import import read_glb
+    from test_gltf_validator import require_valid_gltf
+
+    document, nodes = read_glb(tmp_path / result.scene)
+    assert document["images"][0]["mimeType"] == "image/png" and "TEXCOORD_0" in document["meshes"][0]["primitives"][0]["attributes"]
+    assert nodes[1].material["pbrMetallicRoughness"]["baseColorTexture"] == {"index": 0}
+    assert nodes[1].linear_colors is None  # the texture, not vertex colours, carries the colour
+    require_valid_gltf([tmp_path / result.scene])
+    sidecars = sorted(p.suffix for p in (tmp_path / "tex").iterdir() if "_part" in p.name)
+    assert sidecars == [".mtl", ".obj", ".png"]
+    obj = tmp_path / result.part_files[0]
+    assert f"map_Kd {obj.stem}.png" in obj.with_suffix(".mtl").read_text() and "vt " in obj.read_text()
+
+
+def test_texture_options_are_validated():
+    with pytest.raises(ValueError, match=r"texture must be one of \('off', 'views\+field', 'views', 'field'\), got 'on'"):
+        ReconstructionOptions(texture="on")
+    with pytest.raises(ValueError, match="texture size must be an integer within 512..4096, got 100"):
+        ReconstructionOptions(texture="field", texture_size=100)
+
+
+def test_a_part_without_surface_is_skipped_with_what_happened_and_what_to_try(nerf_model, monkeypatch, caplog):
+    _sphere_field(monkeypatch, nerf_model, radius=-1.0)  # density about 0 everywhere: never crosses 10
+    with caplog.at_level(logging.WARNING), pytest.raises(rec.ReconstructionError, match="no part produced a surface"):
+        rec.reconstruct_parts(nerf_model, _part_views(1), ReconstructionOptions(resolution=24))
+    message = caplog.text
+    assert "'part_0' is skipped: the predicted density never crosses density_threshold 10 on the 24^3 grid" in message
+    assert "Try:" in message and "a lower density_threshold" in message
+
+
+def test_flexicubes_without_sign_change_says_so(tmp_path, monkeypatch):
+    model = load_instantmesh(write_tiny_instantmesh(tmp_path / "instant_mesh_large.ckpt", "mesh"))
+    monkeypatch.setattr(rec, "_features", lambda model, planes, points: points.to(torch.float32))
+    monkeypatch.setattr(model.decoder, "sdf_and_deformation",
+                        lambda points: (torch.full((points.shape[0], 1), 0.25), torch.zeros(points.shape[0], 3)))
+    planes = torch.zeros(1, 3, model.config.triplane_dim, 8, 8)
+    with pytest.raises(rec.NoSurface, match=r"never changes sign on the 16\^3 grid \(every value is positive: "
+                                            r"0.25..0.25\).*Upstream InstantMesh would output the grid's bounding box"):
+        rec.extract_flexicubes(model, planes, 16, ReconstructionOptions(), Runtime())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from partgen_models.cameras import LAYOUTS
-from partgen_models.parts import Part, zup_to_gltf
+from partgen_models.parts import Part, placed_mesh, zup_to_gltf
 from partgen_models.assembly.load import LoadPartsError
 from partgen_models.rendering import (
     Normalization,
@@ -204,13 +204,15 @@ def test_glb_with_one_node_per_part_round_trips(tmp_path):
     loaded = load_scene_parts(path)
     assert [p.name for p in loaded] == [p.name for p in obj.parts]
     for original, read in zip(obj.parts, loaded):
-        assert torch.allclose(original.vertices, read.vertices, atol=1e-6)
+        assert torch.allclose(original.vertices, placed_mesh(read)[0].float(), atol=1e-6)
         assert torch.equal(original.faces, read.faces)
         assert torch.allclose(original.vertex_colors, read.vertex_colors, atol=1 / 255)
     cameras = RenderCameras.from_layout("zero123pp_v12", size=64)
     from_file = render_parts(path, cameras)  # a path is read with assembly.load.load_parts
-    assert torch.equal(from_file.part_ids, render_parts(list(obj.parts), cameras).part_ids)
-    assert torch.equal(render_part_alone(str(path), "seat", cameras).part_ids, render_part_alone(list(obj.parts), 0, cameras).part_ids)
+    # pivots put vertices local to each part's centre: float32 rounding (~1e-8) may flip a pixel on an edge
+    agree = lambda a, b: float((a == b).float().mean())  # noqa: E731
+    assert agree(from_file.part_ids, render_parts(list(obj.parts), cameras).part_ids) > 0.999
+    assert agree(render_part_alone(str(path), "seat", cameras).part_ids, render_part_alone(list(obj.parts), 0, cameras).part_ids) > 0.999
 
 
 def test_errors_say_what_is_wrong(tmp_path):
@@ -264,3 +266,24 @@ def test_cuda_renders_what_the_cpu_renders():
     gpu = render_parts(parts, cameras, device="cuda")
     assert (cpu.part_ids == gpu.part_ids).float().mean() > 0.999
     assert torch.allclose(cpu.depth, gpu.depth, atol=1e-3)
+
+
+def test_supersampling_by_sample_passes_equals_a_larger_render_averaged():
+    """Supersampling renders s x s shifted passes at the output size (bounded memory) instead of one image
+    s times larger; the result is the larger render averaged over s x s blocks."""
+    import torch.nn.functional as F
+
+    parts = [box_part("a", (0.0, 0.0, 0.0), (0.9, 0.5, 0.7)), box_part("b", (0.35, 0.3, 0.2), (0.45, 0.45, 0.45), (0.1, 0.7, 0.3))]
+    s, size = 3, 40
+    cameras = RenderCameras.from_layout("zero123pp_v12", size=size)
+    options = RenderOptions(supersample=s, shading="unlit")
+    passes = render_parts(parts, cameras, options=options)
+    large = render_parts(parts, RenderCameras.from_layout("zero123pp_v12", size=size * s),
+                         normalization=passes.normalization, options=RenderOptions(shading="unlit"))
+    pooled = F.avg_pool2d(large.images.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
+    assert (passes.images - pooled).abs().amax() < 1e-4  # the same samples, averaged in another order
+    assert (passes.alpha - F.avg_pool2d(large.alpha[:, None], s)[:, 0]).abs().amax() < 1e-4
+    centre = large.part_ids[:, s // 2::s, s // 2::s]
+    assert (passes.part_ids == centre).float().mean() > 0.999  # float ties on shared edges may differ
+    with pytest.raises(RenderError, match="supersample must be an odd factor within 1..15, got 17"):
+        RenderOptions(supersample=17)

@@ -387,6 +387,7 @@ def _sam_prompt(segmenter: str, **segment_inputs) -> dict:
 
 
 @pytest.mark.tier2
+@pytest.mark.comfyui_hosts("oldest")  # the segmenters' logic, not the host's: tier 2 covers both hosts
 def test_sam_segmenters_run_in_the_comfyui_executor(comfyui_path, comfyui_base, monkeypatch):
     import comfyui_harness as harness
 

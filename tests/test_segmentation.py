@@ -4,12 +4,8 @@ import pytest
 import torch
 
 from partgen_models.multiview import MultiViewOptions, generate_views
-from partgen_models.segmentation.partgen_model import (
-    FORMAT,
-    find_partgen_checkpoint,
-    list_partgen_checkpoints,
-    load_partgen_segmenter,
-)
+from partgen_models.partgen_checkpoint import find_partgen_checkpoint, list_partgen_checkpoints
+from partgen_models.segmentation.segmenter import FORMAT, load_partgen_segmenter
 from partgen_models.segmentation.segment import Segmentation, SegmentationOptions, segment_views
 from partgen_models.segmentation.select import PartSelection, SelectionError, grid_masks, overlay, select_parts
 from partgen_models.weights import WeightsError

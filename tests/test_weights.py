@@ -47,8 +47,14 @@ def test_corrupt_and_unsafe_pickles_are_refused(tmp_path):
 
     evil = tmp_path / "evil.bin"
     torch.save({"w": _NotWeights()}, str(evil))
-    with pytest.raises(WeightsError, match="evil.bin could not be read"):  # weights_only refuses arbitrary objects
+    with pytest.raises(WeightsError) as refused:  # weights_only refuses arbitrary objects
         load_state_dict(evil, "a UNet")
+    message = str(refused.value)
+    assert "evil.bin is refused because it is unsafe" in message and "_NotWeights" in message
+    assert "safetensors" in message
+    # Torch's advice to retry without the check is neither repeated nor chained into the traceback.
+    assert "weights_only" not in message and "trust" not in message
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
     nested = tmp_path / "nested.bin"
     torch.save({"state_dict": {"w": torch.ones(1)}}, str(nested))
     with pytest.raises(WeightsError, match="flat dict of tensors"):

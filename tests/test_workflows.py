@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import comfyui_harness as harness
-from partgen_models.workflow_format import (
+from partgen_tools.workflow_format import (
     API_SUFFIX,
     WorkflowFormatError,
     api_twin_path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,8 +13,14 @@ from partgen_models.multiview import load_zero123plus
 from partgen_models.testing import write_tiny_models
 
 
+REUSE_ENV = "PARTGEN_TINY_MODELS_DIR"  # a folder already holding write_tiny_models' output (tools/mutation_test.py)
+
+
 @functools.lru_cache(maxsize=None)
 def tiny_models_dir() -> Path:
+    reused = os.environ.get(REUSE_ENV)
+    if reused and (Path(reused) / "zero123plus-v1.2" / "model_index.json").is_file():
+        return Path(reused)
     root = Path(tempfile.mkdtemp(prefix="partgen-tiny-"))
     atexit.register(shutil.rmtree, root, True)
     write_tiny_models(root)

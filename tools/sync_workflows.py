@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from partgen_models.workflow_format import load_object_info, sync  # noqa: E402
+from partgen_tools.workflow_format import load_object_info, sync  # noqa: E402
 
 
 def object_info_from_test_comfyui() -> dict:

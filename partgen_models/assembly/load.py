@@ -9,13 +9,20 @@ What becomes a part:
 Frame: the glTF frame of :mod:`partgen_models.parts` (Y up). glTF files are in it by definition; OBJ
 has no convention and is taken as Y up (what Blender and most tools export).
 
-Transforms: each node's world transform is applied to its vertices (a mirroring one also flips the
-winding, so normals stay outward), and ``Part.transform`` is the identity: parts come back in the
-object frame, the same convention reconstruction uses, so a saved and reloaded scene keeps its layout.
+Names: a node's name exactly as the file spells it (``world``, ``scene``, non-ASCII included); an
+unnamed node is ``part_<index>``; a name used by several nodes gets ``_1``, ``_2``... on the later ones
+(skipping names the file already uses), so parts stay unique.
 
-Colours: per-vertex colours where the file has them (``COLOR_0``, OBJ ``v x y z r g b``), else the
-texture or material colour sampled per vertex, else mid grey. Vertices are kept as stored (no
-welding), so vertex counts match the file.
+Pivots: a node's world transform becomes ``Part.transform`` and its vertices stay local to the node,
+so a part keeps the pivot it was saved with (Save Parts puts it at the part's centre); every stage
+places parts through :func:`partgen_models.parts.placed_mesh` (a mirroring transform also flips the
+winding). Node ``extras`` written by Save Parts give back the display colour.
+
+Colours: display (sRGB) colours per vertex. glTF ``COLOR_0`` and ``baseColorFactor`` are linear by
+the spec and are converted; OBJ ``v x y z r g b`` and textures are already sRGB. Without either,
+the material colour, else mid grey. Vertices that repeat another vertex's position and colour
+exactly (files split them along normal creases) are welded, so a part saved by Save Parts comes
+back with its original vertices; nothing else is merged.
 
 Bad input raises :class:`LoadPartsError` naming the file and the part; nothing is ever written.
 Non-manifold meshes (an edge shared by more than two triangles, after identical positions are
@@ -25,8 +32,8 @@ them unchanged with a warning.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +42,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..parts import Part
+from ..checks import refuse_non_finite
+from ..parts import Part, place
+from .gltf import GltfDocument, linear_to_srgb, read_accessor, read_document
 from .mesh_interop import DEFAULT_COLOR
 
 logger = logging.getLogger(__name__)
@@ -56,19 +65,25 @@ class LoadOptions:
     non_manifold: str = "error"
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, LoadPartsError)
         if self.non_manifold not in NON_MANIFOLD_POLICIES:
             raise LoadPartsError(f"non_manifold must be one of {NON_MANIFOLD_POLICIES}, got {self.non_manifold!r}")
 
 
 @dataclass
 class _Piece:
-    """One mesh of the file in the object frame, before it becomes (part of) a Part."""
+    """One mesh of the file, local to its node, before it becomes (part of) a Part."""
 
-    key: str
+    key: object  # what groups primitives into one part: the glTF node index, the OBJ object name
+    name: str
     order: tuple
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
+    transform: np.ndarray
+    extras: dict
+    uvs: Optional[np.ndarray] = None  # [N,2] v down, with texture
+    texture: Optional[np.ndarray] = None  # [H,W,3] sRGB 0..1, the base-colour image
 
 
 def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
@@ -84,7 +99,7 @@ def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
     pieces = _gltf_pieces(scene, path, suffix) if suffix != ".obj" else _obj_pieces(scene, path)
     if not pieces:
         raise LoadPartsError(f"{path.name}: the file contains no meshes")
-    parts = [_to_part(name, group, path, options) for name, group in _group_pieces(pieces, path)]
+    parts = [_to_part(name, group, path, options) for name, group in _group_pieces(pieces)]
     logger.info("loaded %d parts from %s", len(parts), path.name)
     return parts
 
@@ -102,23 +117,80 @@ def _read_scene(path: Path, suffix: str):
         raise LoadPartsError(f"{path.name}: could not be read as {suffix[1:].upper()}: {type(exc).__name__}: {exc}") from exc
 
 
-def _gltf_node_index(path: Path, suffix: str) -> dict[str, int]:
-    """trimesh's node name → index of the file's glTF node, so parts keep the file's order."""
+def _gltf_nodes(path: Path) -> tuple[list[dict], dict[str, int], Optional[GltfDocument]]:
+    """The file's glTF nodes and trimesh's frame name → node index.
+
+    trimesh names each node frame with ``unique_name`` in node order and renames a node called
+    ``world`` (its own root frame); the same calls with the same inputs rebuild its names, so every
+    part is traced to its node and gets the file's name back exactly.
+    """
+    from trimesh.util import unique_name
+
     try:
-        raw = path.read_bytes()
-        if suffix == ".glb":
-            json_length = struct.unpack_from("<I", raw, 12)[0]
-            raw = raw[20 : 20 + json_length]
-        nodes = json.loads(raw).get("nodes", [])
-    except (ValueError, struct.error, UnicodeDecodeError):
-        return {}
-    index = {}
+        document = read_document(path)
+    except (ValueError, OSError, struct.error, UnicodeDecodeError):
+        return [], {}, None
+    nodes = document.json.get("nodes", [])
+    name_index: dict[str, int] = {}
+    counts: dict = {}
     for i, node in enumerate(nodes):
-        index.setdefault(node.get("name") or str(i), i)  # trimesh names an unnamed node by its index
-    return index
+        name_index[unique_name(node.get("name", str(i)), name_index, counts=counts)] = i
+    names = {i: name for name, i in name_index.items()}
+    if "world" in name_index:
+        names[name_index["world"]] = unique_name("world", set(names.values()))
+    return nodes, {name: i for i, name in names.items()}, document
 
 
-def _world_pieces(scene, path: Path, key_of, order_of) -> list[_Piece]:
+def _primitive_colors(document: Optional[GltfDocument]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Linear colour of each primitive at full precision, ``COLOR_0`` times the base colour factor or
+    the factor alone (trimesh rounds colours to 8 bits, which loses the darks once converted to
+    sRGB), with its positions, keyed by the geometry name
+    trimesh gives that primitive (``unique_name`` of the mesh name, in mesh and primitive order)."""
+    from trimesh.util import unique_name
+
+    colors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if document is None:
+        return colors
+    names: dict[str, None] = {}
+    counts: dict = {}
+    for mesh in document.json.get("meshes", []):
+        for primitive in mesh.get("primitives", []):
+            name = unique_name(mesh.get("name", "GLTF"), names, counts=counts)
+            names[name] = None
+            attributes = primitive.get("attributes", {})
+            factor = _plain_material_color(document.json, primitive)
+            if ("COLOR_0" not in attributes and factor is None) or "POSITION" not in attributes:
+                continue
+            try:
+                positions = read_accessor(document, attributes["POSITION"]).astype(np.float32)
+                if "COLOR_0" in attributes:
+                    linear = read_accessor(document, attributes["COLOR_0"])[:, :3]
+                    if factor is not None:  # glTF multiplies vertex colours by the base colour factor
+                        linear = linear * factor
+                else:
+                    linear = np.tile(factor, (len(positions), 1))
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue
+            if len(linear) == len(positions):
+                colors[name] = (positions, linear)
+    return colors
+
+
+def _plain_material_color(document: dict, primitive: dict) -> Optional[np.ndarray]:
+    """The linear base colour factor of a primitive's material when it has no base-colour texture."""
+    try:
+        pbr = document["materials"][primitive["material"]].get("pbrMetallicRoughness", {})
+    except (KeyError, IndexError, TypeError):
+        return None
+    if "baseColorTexture" in pbr:
+        return None
+    factor = pbr.get("baseColorFactor", [1.0, 1.0, 1.0, 1.0])
+    if not (isinstance(factor, list) and len(factor) == 4 and all(isinstance(c, (int, float)) for c in factor)):
+        return None
+    return np.clip(np.asarray(factor[:3], dtype=np.float64), 0.0, 1.0)
+
+
+def _world_pieces(scene, path: Path, key_of, name_of, order_of, colors_of) -> list[_Piece]:
     import trimesh
 
     pieces = []
@@ -129,36 +201,47 @@ def _world_pieces(scene, path: Path, key_of, order_of) -> list[_Piece]:
         key = key_of(node, geometry)
         if not isinstance(geometry, trimesh.Trimesh) or len(geometry.faces) == 0:
             kind = type(geometry).__name__
-            raise LoadPartsError(f"{path.name}: {key!r} has no triangles (it is a {kind}); Load Parts needs triangle meshes")
+            raise LoadPartsError(f"{path.name}: {name_of(key)!r} has no triangles (it is a {kind}); Load Parts needs triangle meshes")
         vertices = np.asarray(geometry.vertices, dtype=np.float64)
         faces = np.asarray(geometry.faces, dtype=np.int64)
-        if not np.allclose(transform, np.eye(4)):
-            vertices = vertices @ transform[:3, :3].T + transform[:3, 3]
-            if np.linalg.det(transform[:3, :3]) < 0:
-                faces = faces[:, ::-1]
         order = (*order_of(key, faces), loaded_order[geometry_name])
-        pieces.append(_Piece(key, order, vertices, faces, _vertex_colors(geometry)))
+        pieces.append(_Piece(key, name_of(key), order, vertices, faces, colors_of(geometry_name, geometry),
+                             np.asarray(transform, dtype=np.float64), {}, *_base_color_texture(geometry)))
     return pieces
 
 
 def _gltf_pieces(scene, path: Path, suffix: str) -> list[_Piece]:
-    index = _gltf_node_index(path, suffix)
+    nodes, index, document = _gltf_nodes(path)
     parents = scene.graph.transforms.parents
+    linear_colors = _primitive_colors(document)
 
     def key_of(node, geometry):
         # trimesh hangs each primitive of a multi-primitive mesh under its node as a child
         if geometry.metadata.get("from_gltf_primitive") and node in parents:
-            return parents[node]
-        return node
+            node = parents[node]
+        return index.get(node, node)
+
+    def name_of(key):
+        if isinstance(key, int):
+            name = nodes[key].get("name")
+            return name if isinstance(name, str) and name else f"part_{key:02d}"
+        return str(key)
 
     def order_of(key, faces):
-        return (index.get(key, len(index)), key)
+        return (key if isinstance(key, int) else len(nodes), str(key))
 
-    pieces = _world_pieces(scene, path, key_of, order_of)
-    unnamed = {str(i) for name, i in index.items() if name == str(i)}
-    for piece in pieces:  # an unnamed node: trimesh calls it by its index
-        if piece.key in unnamed:
-            piece.key = f"part_{int(piece.key):02d}"
+    def colors_of(geometry_name, geometry):
+        positions, linear = linear_colors.get(geometry_name, (None, None))
+        # used only when it is certainly this primitive: the same positions, bit for bit
+        if positions is not None and np.array_equal(positions, np.asarray(geometry.vertices, dtype=np.float32)):
+            return linear_to_srgb(linear)
+        colors, linear = _vertex_colors(geometry)
+        return linear_to_srgb(colors) if linear else colors
+
+    pieces = _world_pieces(scene, path, key_of, name_of, order_of, colors_of)
+    for piece in pieces:
+        if isinstance(piece.key, int) and isinstance(nodes[piece.key].get("extras"), dict):
+            piece.extras = nodes[piece.key]["extras"]
     return pieces
 
 
@@ -169,22 +252,27 @@ def _obj_pieces(scene, path: Path) -> list[_Piece]:
     def order_of(key, faces):  # file order: the first vertex an object's faces use
         return (int(faces.min()) if len(faces) else 0, key)
 
-    pieces = _world_pieces(scene, path, key_of, order_of)
+    pieces = _world_pieces(scene, path, key_of, str, order_of, lambda name, geometry: _vertex_colors(geometry)[0])
     for piece in pieces:  # trimesh hands every OBJ object all of the file's vertices
         used, faces = np.unique(piece.faces, return_inverse=True)
         piece.vertices, piece.colors, piece.faces = piece.vertices[used], piece.colors[used], faces.reshape(-1, 3)
+        if piece.uvs is not None:
+            piece.uvs = piece.uvs[used]
     return pieces
 
 
-def _vertex_colors(geometry) -> np.ndarray:
-    """Colours in 0..1 per vertex (trimesh keeps them as 8-bit RGBA)."""
+def _vertex_colors(geometry) -> tuple[np.ndarray, bool]:
+    """Colours in 0..1 per vertex (trimesh keeps them as 8-bit RGBA), and whether they are linear
+    (vertex colours and plain material colours of a glTF; a sampled texture is sRGB)."""
     count = len(geometry.vertices)
     visual = geometry.visual
     kind = getattr(visual, "kind", None)
-    colors = None
+    colors, linear = None, True
     if kind in ("vertex", "face"):
         colors = np.asarray(visual.vertex_colors)
     elif kind == "texture":
+        material = getattr(visual, "material", None)
+        linear = getattr(material, "baseColorTexture", None) is None
         try:  # the texture (or the material's base colour) sampled at each vertex's UV
             colors = np.asarray(visual.to_color().vertex_colors)
         except (ValueError, IndexError, AttributeError, TypeError) as exc:
@@ -192,33 +280,74 @@ def _vertex_colors(geometry) -> np.ndarray:
     if colors is not None and colors.ndim == 1:  # one colour for the whole mesh (a material without texture)
         colors = np.tile(colors, (count, 1))
     if colors is None or colors.ndim != 2 or colors.shape[0] != count:
-        return np.tile(np.asarray(DEFAULT_COLOR, dtype=np.float64), (count, 1))
-    return colors[:, :3].astype(np.float64) / 255.0
+        return np.tile(np.asarray(DEFAULT_COLOR, dtype=np.float64), (count, 1)), False
+    return colors[:, :3].astype(np.float64) / 255.0, linear
 
 
-def _group_pieces(pieces: list[_Piece], path: Path) -> list[tuple[str, list[_Piece]]]:
-    """Primitives of one node together, nodes in file order, names unique ("leg", "leg_1")."""
-    groups: dict[str, list[_Piece]] = {}
+def _group_pieces(pieces: list[_Piece]) -> list[tuple[str, list[_Piece]]]:
+    """Primitives of one node together, nodes in file order; a name that several nodes share gets a
+    suffix on the later ones, never taking a name the file uses ("leg", "leg_1", then "leg_2")."""
+    groups: dict[object, list[_Piece]] = {}
     for piece in sorted(pieces, key=lambda p: p.order):
         groups.setdefault(piece.key, []).append(piece)
+    taken = {group[0].name for group in groups.values()}
     named, seen = [], set()
-    for key, group in groups.items():
-        name, counter = key, 1
-        while name in seen:
-            name, counter = f"{key}_{counter}", counter + 1
+    for group in groups.values():
+        base = group[0].name
+        name, counter = base, 1
+        while name in seen or (name != base and name in taken):
+            name, counter = f"{base}_{counter}", counter + 1
         seen.add(name)
         named.append((name, group))
     return named
 
 
+def _base_color_texture(geometry) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """UVs (v down) and the base-colour image of a textured mesh, else (None, None)."""
+    visual = geometry.visual
+    uv = getattr(visual, "uv", None)
+    material = getattr(visual, "material", None)
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    if getattr(visual, "kind", None) != "texture" or uv is None or image is None or len(uv) != len(geometry.vertices):
+        return None, None
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    uvs = np.asarray(uv, dtype=np.float64)[:, :2].copy()
+    uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh keeps OpenGL's origin (bottom-left); parts use glTF's (top-left)
+    return uvs, pixels
+
+
+def _weld_exact_duplicates(vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray, uvs: Optional[np.ndarray] = None):
+    """Merge vertices equal in position, colour (and UV), keeping the first of each in file order."""
+    keys = np.concatenate([vertices, colors] + ([uvs] if uvs is not None else []), axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(vertices):
+        return vertices, colors, faces, uvs
+    keep = np.sort(first)
+    rank = np.empty(len(vertices), dtype=np.int64)
+    rank[keep] = np.arange(len(keep))
+    remap = rank[first[inverse.reshape(-1)]]
+    return vertices[keep], colors[keep], remap[faces], None if uvs is None else uvs[keep]
+
+
 def _to_part(name: str, group: list[_Piece], path: Path, options: LoadOptions) -> Part:
-    offsets = np.cumsum([0] + [len(p.vertices) for p in group[:-1]])
-    vertices = np.concatenate([p.vertices for p in group])
-    faces = np.concatenate([p.faces + offset for p, offset in zip(group, offsets)])
-    colors = np.concatenate([p.colors for p in group])
+    transform = group[0].transform
+    if not all(np.array_equal(p.transform, transform) for p in group):  # primitives under different frames
+        for piece in group:
+            placed, faces = place(torch.from_numpy(piece.vertices), torch.from_numpy(piece.faces), torch.from_numpy(piece.transform))
+            piece.vertices, piece.faces, piece.transform = placed.numpy(), faces.numpy(), np.eye(4)
+        transform = np.eye(4)
+    welded = [_weld_exact_duplicates(p.vertices, p.colors, p.faces, p.uvs) for p in group]
+    # one textured primitive: its UVs and image come along (several images cannot share one part)
+    textured = len(group) == 1 and group[0].texture is not None
+    offsets = np.cumsum([0] + [len(w[0]) for w in welded[:-1]])
+    vertices = np.concatenate([w[0] for w in welded])
+    colors = np.concatenate([w[1] for w in welded])
+    faces = np.concatenate([w[2] + offset for w, offset in zip(welded, offsets)])
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
         raise LoadPartsError(f"{path.name}: part {name!r} has {bad} vertices with NaN or infinite coordinates")
+    if not np.isfinite(transform).all():
+        raise LoadPartsError(f"{path.name}: part {name!r} has a node transform with NaN or infinite values")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise LoadPartsError(f"{path.name}: part {name!r} has faces that index missing vertices")
     shared = non_manifold_edges(vertices, faces)
@@ -233,7 +362,19 @@ def _to_part(name: str, group: list[_Piece], path: Path, options: LoadOptions) -
         vertices=torch.from_numpy(vertices.astype(np.float32)),
         faces=torch.from_numpy(faces.astype(np.int64)),
         vertex_colors=torch.from_numpy(colors.astype(np.float32)).clamp(0, 1),
+        transform=torch.from_numpy(transform.astype(np.float32)),
+        display_color=_display_color(group[0].extras),
+        uvs=torch.from_numpy(welded[0][3].astype(np.float32)) if textured else None,
+        texture=torch.from_numpy(group[0].texture.astype(np.float32)) if textured else None,
+        source=f"file:{path.name}",
     )
+
+
+def _display_color(extras: dict) -> Optional[tuple[float, float, float]]:
+    color = extras.get("partgen", {}).get("display_color") if isinstance(extras.get("partgen"), dict) else None
+    if isinstance(color, list) and len(color) == 3 and all(isinstance(c, (int, float)) and math.isfinite(c) for c in color):
+        return tuple(float(c) for c in color)
+    return None
 
 
 def non_manifold_edges(vertices: np.ndarray, faces: np.ndarray, decimals: Optional[int] = None) -> int:

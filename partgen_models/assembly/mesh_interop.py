@@ -9,18 +9,26 @@ counts, :func:`strip_padding` recovers the real lengths from exactly that patter
 
 The alternative, :func:`merge_parts`, makes one item of all parts: no padding, but part boundaries
 survive only as connected components (:func:`split_components`).
+
+Newer hosts' MESH also carries UVs ``[B,N,2]``, one texture per item ``[B,H,W,3]`` and an ``unlit``
+flag; they travel through parts (``Part.uvs``/``texture``/``unlit``) and back. A batch has one texture
+size and one flag: textures are kept where every part has one of the same size (merged: the same
+texture), else dropped with a warning; the batch is unlit only when every part is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import inspect
+import logging
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..parts import Part
+from ..parts import Part, placed_mesh
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_COLOR = (0.5, 0.5, 0.5)  # mid grey, for meshes that carry no vertex colours
 MESH_LAYOUTS = ("per part", "merged")
@@ -34,13 +42,17 @@ class MeshConversionError(ValueError):
 @dataclass(frozen=True)
 class MeshBatch:
     """vertices ``[B,N,3]`` float32, faces ``[B,M,3]`` int64, vertex_colors ``[B,N,3]`` in 0..1,
-    vertex_counts / face_counts ``[B]`` int64: the real lengths of each zero-cost padded item."""
+    vertex_counts / face_counts ``[B]`` int64: the real lengths of each zero-cost padded item; uvs,
+    texture and unlit where the parts have them (see the module docstring)."""
 
     vertices: torch.Tensor
     faces: torch.Tensor
     vertex_colors: torch.Tensor
     vertex_counts: torch.Tensor
     face_counts: torch.Tensor
+    uvs: Optional[torch.Tensor] = None      # [B,N,2], padded like the vertices
+    texture: Optional[torch.Tensor] = None  # [B,H,W,3] in 0..1
+    unlit: bool = False
 
     @property
     def is_padded(self) -> bool:
@@ -48,18 +60,12 @@ class MeshBatch:
 
 
 def placed_vertices(part: Part) -> torch.Tensor:
-    """The part's vertices with its ``transform`` applied (a mesh batch has no per-item transform)."""
-    transform = part.transform.to(torch.float64)
-    if torch.equal(transform, torch.eye(4, dtype=torch.float64)):
-        return part.vertices.float()
-    homogeneous = torch.cat([part.vertices.double(), torch.ones(part.vertices.shape[0], 1, dtype=torch.float64)], dim=1)
-    return (homogeneous @ transform.T)[:, :3].float()
+    """The part's vertices in the object frame (a mesh batch has no per-item transform)."""
+    return placed_mesh(part)[0].float()
 
 
 def _placed_faces(part: Part) -> torch.Tensor:
-    # A mirroring transform turns the surface inside out; reversing the winding keeps normals outward.
-    faces = part.faces.long()
-    return faces.flip(-1) if torch.det(part.transform[:3, :3].double()) < 0 else faces
+    return placed_mesh(part)[1]
 
 
 def check_parts(parts: Sequence[Part]) -> None:
@@ -89,7 +95,39 @@ def pad_parts(parts: Sequence[Part]) -> MeshBatch:
         vertices[i, :count], vertices[i, count:] = placed, placed[-1]
         colors[i, :count], colors[i, count:] = part.vertex_colors.float().clamp(0, 1), part.vertex_colors[-1].float().clamp(0, 1)
         faces[i, :face_count], faces[i, face_count:] = _placed_faces(part), count - 1
-    return MeshBatch(vertices, faces, colors, vertex_counts, face_counts)
+    uvs = None
+    if all(p.uvs is not None for p in parts):
+        uvs = torch.empty(len(parts), n, 2)
+        for i, part in enumerate(parts):
+            count = part.vertices.shape[0]
+            uvs[i, :count], uvs[i, count:] = part.uvs.float(), part.uvs[-1].float()
+    return MeshBatch(vertices, faces, colors, vertex_counts, face_counts, uvs=uvs,
+                     texture=_batch_textures(parts), unlit=all(p.unlit for p in parts))
+
+
+def _batch_textures(parts: Sequence[Part]) -> Optional[torch.Tensor]:
+    """One texture per part, stacked ``[B,H,W,3]``: only when every part has one and all share a size."""
+    textures = [p.texture for p in parts]
+    if all(t is None for t in textures):
+        return None
+    if any(t is None for t in textures) or len({tuple(t.shape) for t in textures}) != 1:
+        logger.warning("textures dropped: a MESH batch holds one texture size and %s; vertex colours remain",
+                       "some parts have none" if any(t is None for t in textures) else "the parts' sizes differ")
+        return None
+    return torch.stack([t.float().clamp(0, 1) for t in textures])
+
+
+def _shared_texture(parts: Sequence[Part]) -> Optional[torch.Tensor]:
+    """The one texture a merged mesh can keep: the same texture on every part (e.g. components of one item)."""
+    textures = [p.texture for p in parts]
+    if all(t is None for t in textures):
+        return None
+    first = textures[0]
+    if any(t is None or (t is not first and (t.shape != first.shape or not torch.equal(t, first))) for t in textures):
+        logger.warning("textures dropped: a merged MESH holds one texture and the parts have different ones; "
+                       "vertex colours remain (use layout 'per part' to keep them)")
+        return None
+    return first.float().clamp(0, 1)[None]
 
 
 def merge_parts(parts: Sequence[Part]) -> MeshBatch:
@@ -99,8 +137,10 @@ def merge_parts(parts: Sequence[Part]) -> MeshBatch:
     vertices = torch.cat([placed_vertices(p) for p in parts])
     faces = torch.cat([_placed_faces(p) + int(offset) for p, offset in zip(parts, offsets)])
     colors = torch.cat([p.vertex_colors.float().clamp(0, 1) for p in parts])
+    uvs = torch.cat([p.uvs.float() for p in parts])[None] if all(p.uvs is not None for p in parts) else None
     return MeshBatch(vertices[None], faces[None], colors[None],
-                     torch.tensor([vertices.shape[0]]), torch.tensor([faces.shape[0]]))
+                     torch.tensor([vertices.shape[0]]), torch.tensor([faces.shape[0]]),
+                     uvs=uvs, texture=_shared_texture(parts), unlit=all(p.unlit for p in parts))
 
 
 def parts_to_mesh_batch(parts: Sequence[Part], layout: str = "per part") -> MeshBatch:
@@ -128,12 +168,12 @@ def _item_colors(colors: Optional[torch.Tensor], index: int, count: int) -> torc
     return item.clamp(0, 1)
 
 
-def _compact(vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor):
+def _compact(vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, uvs: Optional[torch.Tensor] = None):
     """Keep only the vertices the faces use, in their original order."""
     used = torch.unique(faces)
     remap = torch.full((vertices.shape[0],), -1, dtype=torch.long)
     remap[used] = torch.arange(used.shape[0])
-    return vertices[used], remap[faces], colors[used]
+    return vertices[used], remap[faces], colors[used], (None if uvs is None else uvs[used])
 
 
 def split_components(vertices: torch.Tensor, faces: torch.Tensor) -> list[torch.Tensor]:
@@ -160,8 +200,12 @@ def mesh_batch_to_parts(
     vertex_colors: Optional[torch.Tensor] = None,
     split: str = "batch items",
     name_prefix: str = "part",
+    uvs: Optional[torch.Tensor] = None,
+    texture: Optional[torch.Tensor] = None,
+    unlit: bool = False,
 ) -> list[Part]:
-    """A host mesh batch → parts named ``{name_prefix}_00``...; colours grey where the mesh has none."""
+    """A host mesh batch → parts named ``{name_prefix}_00``...; colours grey where the mesh has none;
+    uvs, texture and unlit carried to every part of the item they belong to."""
     if split not in MESH_SPLITS:
         raise MeshConversionError(f"split must be one of {MESH_SPLITS}, got {split!r}")
     if vertices.ndim != 3 or vertices.shape[-1] != 3 or faces.ndim != 3 or faces.shape[-1] != 3:
@@ -171,6 +215,10 @@ def mesh_batch_to_parts(
         raise MeshConversionError(f"MESH batch sizes differ: {vertices.shape[0]} vertex items, {faces.shape[0]} face items")
     if vertex_colors is not None and (vertex_colors.ndim != 3 or vertex_colors.shape[:2] != vertices.shape[:2]):
         raise MeshConversionError(f"MESH vertex colours {tuple(vertex_colors.shape)} do not match vertices {tuple(vertices.shape)}")
+    if uvs is not None and (uvs.ndim != 3 or uvs.shape[-1] != 2 or uvs.shape[:2] != vertices.shape[:2]):
+        raise MeshConversionError(f"MESH uvs {tuple(uvs.shape)} do not match vertices {tuple(vertices.shape)}")
+    if texture is not None and (texture.ndim != 4 or texture.shape[-1] < 3 or texture.shape[0] not in (1, vertices.shape[0])):
+        raise MeshConversionError(f"a MESH texture is [B,H,W,3] with B = 1 or {vertices.shape[0]}; got {tuple(texture.shape)}")
     if vertices.shape[0] == 0:
         raise MeshConversionError("the MESH is an empty batch")
     pieces = []
@@ -188,14 +236,17 @@ def mesh_batch_to_parts(
         if item_faces.min() < 0 or item_faces.max() >= vertex_count:
             raise MeshConversionError(f"MESH item {i} has faces that index missing vertices (it has {vertex_count})")
         colors = _item_colors(None if vertex_colors is None else vertex_colors.detach().cpu(), i, vertex_count)
+        item_uvs = None if uvs is None else uvs[i, :vertex_count].detach().cpu().float()
+        item_texture = None if texture is None else texture[i if texture.shape[0] > 1 else 0, ..., :3].detach().cpu().float()
         if split == "batch items":
-            pieces.append((item_vertices, item_faces, colors))
+            pieces.append((item_vertices, item_faces, colors, item_uvs, item_texture))
         else:
             for group in split_components(item_vertices, item_faces):
-                pieces.append(_compact(item_vertices, item_faces[group], colors))
+                pieces.append((*_compact(item_vertices, item_faces[group], colors, item_uvs), item_texture))
     width = max(2, len(str(len(pieces) - 1)))
-    return [Part(f"{name_prefix}_{k:0{width}d}", v.contiguous(), f.contiguous(), c.contiguous())
-            for k, (v, f, c) in enumerate(pieces)]
+    return [Part(f"{name_prefix}_{k:0{width}d}", v.contiguous(), f.contiguous(), c.contiguous(),
+                 uvs=None if uv is None else uv.contiguous(), texture=tex, unlit=bool(unlit))
+            for k, (v, f, c, uv, tex) in enumerate(pieces)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,13 +268,20 @@ def resolve_layout(layout: str, mesh_class: type) -> str:
 
 
 def to_host_mesh(batch: MeshBatch, mesh_class: type) -> Any:
+    accepted = inspect.signature(mesh_class.__init__).parameters
+    extras = {"uvs": batch.uvs, "texture": batch.texture, "unlit": batch.unlit}
     if host_mesh_has_counts(mesh_class):
-        return mesh_class(batch.vertices, batch.faces, vertex_colors=batch.vertex_colors,
-                          vertex_counts=batch.vertex_counts, face_counts=batch.face_counts)
-    mesh = mesh_class(batch.vertices, batch.faces)
-    # 0.3.x core nodes read only vertices and faces; under the newer class's attribute names
-    # mesh_batch_to_parts gets the exact lengths and the colours back.
-    mesh.vertex_colors, mesh.vertex_counts, mesh.face_counts = batch.vertex_colors, batch.vertex_counts, batch.face_counts
+        mesh = mesh_class(batch.vertices, batch.faces, vertex_colors=batch.vertex_colors,
+                          vertex_counts=batch.vertex_counts, face_counts=batch.face_counts,
+                          **{name: value for name, value in extras.items() if name in accepted})
+    else:
+        mesh = mesh_class(batch.vertices, batch.faces)
+        # 0.3.x core nodes read only vertices and faces; under the newer class's attribute names
+        # mesh_batch_to_parts gets the exact lengths and the colours back.
+        mesh.vertex_colors, mesh.vertex_counts, mesh.face_counts = batch.vertex_colors, batch.vertex_counts, batch.face_counts
+    for name, value in extras.items():  # likewise for fields this host's class does not take
+        if name not in accepted:
+            setattr(mesh, name, value)
     return mesh
 
 
@@ -233,4 +291,6 @@ def parts_from_host_mesh(mesh: Any, split: str = "batch items", name_prefix: str
         mesh.vertices, mesh.faces,
         vertex_counts=getattr(mesh, "vertex_counts", None), face_counts=getattr(mesh, "face_counts", None),
         vertex_colors=getattr(mesh, "vertex_colors", None), split=split, name_prefix=name_prefix,
+        uvs=getattr(mesh, "uvs", None), texture=getattr(mesh, "texture", None),
+        unlit=bool(getattr(mesh, "unlit", False)),
     )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..multiview.options import MultiViewOptions
 from ..multiview.preprocess import estimate_alpha_from_background
 from ..multiview.sampler import decode_latents, encode_grids, make_scheduler, sample_latents
@@ -22,9 +23,12 @@ from ..multiview.zero123pp import Zero123PlusModel
 from ..runtime import Runtime, default_runtime
 from ..segmentation.select import PartMasks
 from ..views import MultiView, PartViews, grid_to_views, views_to_grid
-from .partgen_model import PartGenCompletionModel
+from .completer import PartGenCompletionModel
 
 WHITE = (1.0, 1.0, 1.0)
+# PartGen's completer input, in channel order (§3.3): the sampler's noisy latent comes first and
+# completion_unet_input appends the rest. 4 + 4 + 4 + 1 = 13 channels with a 4-channel latent.
+COMPLETION_CHANNELS = ("noisy latent", "masked part", "context", "mask")
 _WHOLE_OBJECT = 0.98  # a "part" covering this share of the object leaves nothing to complete
 
 
@@ -45,6 +49,7 @@ class CompletionOptions:
     max_batch: int = 8
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
 
@@ -72,13 +77,20 @@ def check_part_masks(views: MultiView, parts: PartMasks) -> None:
             )
 
 
-def masked_views(views: MultiView, parts: PartMasks) -> PartViews:
-    """The baseline: each part's visible pixels on white, nothing completed (I⊙M)."""
+def masked_views(views: MultiView, parts: PartMasks, background: tuple[float, float, float] = WHITE) -> PartViews:
+    """The baseline: each part's visible pixels on ``background``, nothing completed (I⊙M)."""
     check_part_masks(views, parts)
     masks = parts.masks.float()[..., None]  # (P, V, H, W, 1)
-    images = views.images[None] * masks + torch.tensor(WHITE) * (1 - masks)
+    images = views.images[None] * masks + torch.tensor(background) * (1 - masks)
     alpha = parts.masks.float() * views.alpha[None]
-    return PartViews(images, alpha, views.c2w.clone(), views.fov_deg, views.layout, WHITE, parts.names)
+    return PartViews(images, alpha, views.c2w.clone(), views.fov_deg, views.layout, background, parts.names,
+                     parts.colors)
+
+
+def completion_unet_input(masked_part: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The latents PartGen's completer reads after the noisy latent, in :data:`COMPLETION_CHANNELS`
+    order: masked part ``[P,4,h,w]`` ++ context ``[P,4,h,w]`` ++ mask ``[P,1,h,w]`` → ``[P,9,h,w]``."""
+    return torch.cat([masked_part, context, mask], dim=1)
 
 
 def _grids(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -91,11 +103,12 @@ def _latent_masks(masks: torch.Tensor, rows: int, cols: int, scale: int) -> torc
     return F.max_pool2d(_grids(masks.float()[..., None], rows, cols), scale)
 
 
-def _to_part_views(grids: torch.Tensor, views: MultiView, names) -> PartViews:
+def _to_part_views(grids: torch.Tensor, views: MultiView, parts: PartMasks, background=WHITE) -> PartViews:
     layout = views.view_layout
     images = torch.stack([grid_to_views(g.permute(1, 2, 0), layout.rows, layout.cols) for g in grids])
-    alpha = torch.stack([estimate_alpha_from_background(v, WHITE) for v in images])
-    return PartViews(images, alpha, views.c2w.clone(), views.fov_deg, views.layout, WHITE, tuple(names))
+    alpha = torch.stack([estimate_alpha_from_background(v, background) for v in images])
+    return PartViews(images, alpha, views.c2w.clone(), views.fov_deg, views.layout, background, parts.names,
+                     parts.colors)
 
 
 def _input_uint8(views: MultiView) -> np.ndarray:
@@ -125,7 +138,7 @@ def complete_parts(
     if not options.use_context:
         context = torch.zeros_like(context)  # PartGen's "no context" ablation
     mask_latents = _latent_masks(parts.masks, layout.rows, layout.cols, scale).to(masked_latents)
-    concat = torch.cat([masked_latents, context, mask_latents], dim=1)  # (P, 9, h, w)
+    concat = completion_unet_input(masked_latents, context, mask_latents)  # (P, 9, h, w)
     text = model.encode_instruction(instruction) if instruction else None
     sampling = MultiViewOptions(options.num_inference_steps, options.guidance_scale, options.seed, views.images.shape[1])
     image = _input_uint8(views)
@@ -137,7 +150,7 @@ def complete_parts(
             samples_per_image=len(names), text_embeds=text, sample_seeds=[part_seed(options.seed, n) for n in names],
         )
         grids.append(decode_latents(diffusion, latents))
-    return _to_part_views(torch.cat(grids), views, parts.names)
+    return _to_part_views(torch.cat(grids), views, parts)
 
 
 def edit_part(
@@ -164,7 +177,7 @@ def edit_part(
         raise CompletionError(f"part views {base.names} do not belong to the part masks {parts.names}")
     images, alpha = base.images.clone(), base.alpha.clone()
     images[index], alpha[index] = edited.images[0], edited.alpha[0]
-    return PartViews(images, alpha, base.c2w, base.fov_deg, base.layout, base.background, base.names)
+    return PartViews(images, alpha, base.c2w, base.fov_deg, base.layout, base.background, base.names, parts.colors)
 
 
 def complete_training_free(
@@ -180,7 +193,9 @@ def complete_training_free(
 
     The part's visible pixels in the views are known: after every step the latents inside the known
     region are replaced by the known latents noised to the next noise level, and the decoded result
-    keeps the known pixels exactly, so the part stays where it is in the object frame.
+    keeps the known pixels exactly, so the part stays where it is in the object frame. Backgrounds
+    follow the model's flavour: the isolated part is composited on the colour it conditions on, the
+    known views on the colour it generates (gray for SUDO's releases, white for InstantMesh's UNet).
     ``input_masks`` ``[P,h,w]``: each part in the input image (SAM backends, or a drawn MASK).
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
@@ -195,13 +210,14 @@ def complete_training_free(
     layout = views.view_layout
     runtime.prepare(model)
     scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
-    baseline = masked_views(views, parts)
+    output_background = (float(model.flavour.output_background),) * 3
+    baseline = masked_views(views, parts, output_background)
     known_grids = _grids(baseline.images, layout.rows, layout.cols)  # (P, 3, H, W)
     known_latents = encode_grids(model, known_grids)
     pixel_masks = _grids(parts.masks.float()[..., None], layout.rows, layout.cols)  # (P, 1, H, W)
     # A latent cell is "known" only if all of its pixels are: partial cells are left to the model.
     known_cells = (-F.max_pool2d(-pixel_masks, scale)).to(known_latents)
-    background = torch.tensor(WHITE)
+    background = torch.tensor((float(model.flavour.input_background),) * 3)
     isolated = views.input_image[None] * input_masks[..., None] + background * (1 - input_masks[..., None].float())
     images = (isolated * 255).round().clamp(0, 255).to(torch.uint8).numpy()
     seeds = [part_seed(options.seed, n) for n in parts.names]
@@ -227,4 +243,4 @@ def complete_training_free(
         generated = decode_latents(model, latents)
         masks = pixel_masks[start:stop]
         grids.append(masks * known_grids[start:stop] + (1 - masks) * generated)  # known pixels exactly kept
-    return _to_part_views(torch.cat(grids), views, parts.names)
+    return _to_part_views(torch.cat(grids), views, parts, output_background)

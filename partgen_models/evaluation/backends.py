@@ -191,7 +191,8 @@ class PartGenBackend:
                 truth: Optional[torch.Tensor] = None) -> torch.Tensor:
         from pathlib import Path
 
-        from ..segmentation.partgen_model import FORMAT, find_partgen_checkpoint, load_partgen_segmenter
+        from ..partgen_checkpoint import find_partgen_checkpoint
+        from ..segmentation.segmenter import FORMAT, load_partgen_segmenter
         from ..segmentation.segment import SegmentationOptions, segment_views
 
         if point is not None:

@@ -3,6 +3,7 @@
     python -m partgen_models.evaluation --procedural --backend oracle perturbed-oracle
     python -m partgen_models.evaluation --eval-set DIR --backend perturbed-oracle --n 10
     python -m partgen_models.evaluation --write-set DIR [--n 22 --set-seed 0]
+    python -m partgen_models.evaluation --procedural --backend sam3 --names "seat, leg, back"
 
 ``--procedural`` regenerates the shipped evaluation set (``EVAL_SET_SIZE`` objects, seed
 ``EVAL_SET_SEED``) in memory; ``--eval-set`` reads every ``*.glb`` of a folder (one node per part);
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models-dir", default="models/partgen", help="partgen backend: folder with the checkpoints")
     parser.add_argument("--samples", type=int, default=10, help="partgen backend: samples pooled per object")
     parser.add_argument("--steps", type=int, default=28, help="partgen backend: denoising steps")
+    parser.add_argument("--names", default="", help="sam3 backend: the part names to find, comma-separated ('seat, leg')")
     parser.add_argument("--size", type=int, default=None, help="view resolution (default: the layout's, 320)")
     parser.add_argument("--no-seeded", action="store_true", help="skip seeded mode (one backend call per part)")
     parser.add_argument("--device", default=None, help="render on this device (cpu, cuda)")
@@ -56,6 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
+    if "sam3" in args.backend and not args.write_set and not args.names.strip():
+        parser.error("--backend sam3 segments the parts you name: add --names 'seat, leg, back'")
     try:
         if args.write_set:
             paths = write_evaluation_set(args.write_set, args.n or EVAL_SET_SIZE, args.set_seed, overwrite=args.overwrite)
@@ -63,7 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         options = EvaluationOptions(size=args.size, seeded=not args.no_seeded, device=args.device)
         backends = [
-            make_backend(name, noise=args.noise, models_dir=args.models_dir, samples=args.samples, steps=args.steps)
+            make_backend(name, noise=args.noise, models_dir=args.models_dir, samples=args.samples, steps=args.steps,
+                         names=args.names)
             for name in args.backend
         ]
         start = time.perf_counter()

@@ -171,8 +171,8 @@ class PartGenCompletion:
         from dataclasses import replace
 
         from ..completion.complete import complete_parts
-        from ..completion.partgen_model import FORMAT, load_partgen_completer
-        from ..segmentation.partgen_model import find_partgen_checkpoint
+        from ..completion.completer import FORMAT, load_partgen_completer
+        from ..partgen_checkpoint import find_partgen_checkpoint
 
         if self._model is None:
             roots = [self.models_dir]

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..checks import refuse_non_finite
 from ..cameras import LAYOUTS
 from ..parts import Part
 from ..rendering import RenderCameras, load_scene_parts, render_parts
@@ -59,6 +60,7 @@ class EvaluationOptions:
     device: Optional[str] = None
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, EvaluationError)
         if self.layout not in LAYOUTS:
             raise EvaluationError(f"unknown view layout {self.layout!r}; known: {sorted(LAYOUTS)}")
         if self.min_part_pixels < 1:

@@ -321,7 +321,7 @@ def _as_part(name: str, mesh, color: np.ndarray) -> Part:
     vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
     colors = torch.from_numpy(np.broadcast_to(color.astype(np.float32), vertices.shape).copy())
     return Part(name=name, vertices=vertices, faces=torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64)),
-                vertex_colors=colors, display_color=tuple(float(c) for c in color))
+                vertex_colors=colors, display_color=tuple(float(c) for c in color), source="procedural")
 
 
 def generate_object(kind: str, seed: int, name: Optional[str] = None) -> ProceduralObject:
@@ -356,18 +356,12 @@ def evaluation_set(count: int = EVAL_SET_SIZE, seed: int = EVAL_SET_SEED) -> lis
 # Writing
 
 
-def scene_glb_bytes(parts: Sequence[Part]) -> bytes:
-    """A GLB scene with one node per part, named after the part, vertex colours as COLOR_0."""
-    import trimesh
+def scene_glb_bytes(parts: Sequence[Part], object_name: str = "object") -> bytes:
+    """The GLB Save Parts writes: a root node, one child node per part named after it (pivot at its
+    centre), linear ``COLOR_0``, a material per part."""
+    from ..assembly.export import parts_glb_bytes
 
-    scene = trimesh.Scene()
-    for part in parts:
-        colors = (part.vertex_colors.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-        rgba = np.concatenate([colors, np.full((colors.shape[0], 1), 255, np.uint8)], axis=1)
-        mesh = trimesh.Trimesh(vertices=part.vertices.double().numpy(), faces=part.faces.numpy(),
-                               vertex_colors=rgba, process=False)
-        scene.add_geometry(mesh, node_name=part.name, geom_name=part.name)
-    return scene.export(file_type="glb")
+    return parts_glb_bytes(parts, object_name)
 
 
 def write_atomically(path: Path, data: bytes, overwrite: bool = False) -> None:
@@ -397,6 +391,6 @@ def write_evaluation_set(folder: Union[str, Path], count: int = EVAL_SET_SIZE, s
     paths = []
     for obj in evaluation_set(count, seed):
         path = folder / f"{obj.name}.glb"
-        write_atomically(path, scene_glb_bytes(obj.parts), overwrite=overwrite)
+        write_atomically(path, scene_glb_bytes(obj.parts, obj.name), overwrite=overwrite)
         paths.append(path)
     return paths

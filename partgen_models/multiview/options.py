@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import OptionError, refuse_non_finite
+
+MAX_STEPS = 500  # time only; 75 is the most any upstream recipe uses
+MAX_GUIDANCE = 20.0
+MIN_VIEW_SIZE = 64
+# Memory grows with the square of the view size (the grid is 2x3 views; attention over its latent
+# tokens dominates): 640 costs about four times 320. Above that the UNet's attention and the VAE
+# decoder need tens of GB, so the size is refused up front (benchmarks/bench_memory.py measures it).
+MAX_VIEW_SIZE = 640
+
 
 @dataclass(frozen=True)
 class MultiViewOptions:
@@ -27,13 +37,18 @@ class MultiViewOptions:
     foreground_ratio: float = 0.85
 
     def __post_init__(self) -> None:
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.view_size < 64 or self.view_size % 8:
-            raise ValueError(f"view_size must be a multiple of 8 and at least 64, got {self.view_size}")
+        refuse_non_finite(self)
+        if not 1 <= self.num_inference_steps <= MAX_STEPS:
+            raise OptionError("num_inference_steps", f"must be within 1..{MAX_STEPS}, got {self.num_inference_steps}")
+        if not 0 <= self.guidance_scale <= MAX_GUIDANCE:
+            raise OptionError("guidance_scale", f"must be within 0..{MAX_GUIDANCE}, got {self.guidance_scale}")
+        if not MIN_VIEW_SIZE <= self.view_size <= MAX_VIEW_SIZE or self.view_size % 8:
+            raise OptionError(
+                "view_size",
+                f"must be a multiple of 8 within {MIN_VIEW_SIZE}..{MAX_VIEW_SIZE}, got {self.view_size} "
+                f"(Zero123++ was trained at 320)",
+            )
         if not 0.1 <= self.foreground_ratio <= 1.0:
-            raise ValueError(f"foreground_ratio must be within 0.1..1.0, got {self.foreground_ratio}")
+            raise OptionError("foreground_ratio", f"must be within 0.1..1.0, got {self.foreground_ratio}")
         if not 0 <= self.seed < 2**64:
-            raise ValueError(f"seed must be within 0..2**64-1, got {self.seed}")
+            raise OptionError("seed", f"must be within 0..2**64-1, got {self.seed}")

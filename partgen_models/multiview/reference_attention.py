@@ -18,11 +18,13 @@ class ReferenceBank:
     """Holds each ``attn1``'s reference-pass input until the main pass reads it.
 
     mode "write": store the layer input; "read": append the stored tokens to keys/values and drop
-    them; "off": plain self-attention.
+    them; "off": plain self-attention. ``keep_tokens`` (training) keeps them after reading, because
+    gradient checkpointing recomputes the main pass's attention during the backward pass.
     """
 
     def __init__(self) -> None:
         self.mode = "off"
+        self.keep_tokens = False
         self.tokens: dict[str, torch.Tensor] = {}
 
     def clear(self) -> None:
@@ -51,7 +53,8 @@ class ReferenceAttnProcessor:
         if self.bank.mode == "write":
             self.bank.tokens[self.name] = context
         elif self.bank.mode == "read":
-            reference = self.bank.tokens.pop(self.name)  # (B_ref, N_ref, C)
+            tokens = self.bank.tokens
+            reference = tokens[self.name] if self.bank.keep_tokens else tokens.pop(self.name)  # (B_ref, N_ref, C)
             if reference.shape[0] != context.shape[0]:  # several samples per conditioning image share it
                 reference = reference.repeat_interleave(context.shape[0] // reference.shape[0], dim=0)
             context = torch.cat([context, reference.to(context.dtype)], dim=1)  # (B, N + N_ref, C)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,13 @@ import torch
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
 from .options import MultiViewOptions
-from .preprocess import estimate_alpha_from_background, prepare_condition_images
+from .preprocess import (
+    NODE_WORDING,
+    InputWording,
+    estimate_alpha_from_background,
+    prepare_conditions,
+    resize_like_processor,
+)
 from .zero123pp import Zero123PlusModel
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,7 @@ def _randn_each(shape: tuple[int, ...], generators: list[torch.Generator], like:
     return torch.cat([_randn((1,) + tuple(shape[1:]), g, like) for g in generators])
 
 
-def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _pixel_values(processor, images_uint8: Sequence[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     pixels = processor(images=list(images_uint8), return_tensors="pt").pixel_values
     return pixels.to(device=device, dtype=dtype)
 
@@ -82,19 +88,20 @@ def _pixel_values(processor, images_uint8: np.ndarray, device: torch.device, dty
 @torch.no_grad()
 def encode_condition(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     guidance: bool,
     aux_generators: list[torch.Generator],
     text_embeds: Optional[torch.Tensor] = None,
 ) -> EncodedCondition:
     """CLIP image embedding ramped into the empty prompt, and the VAE reference latent.
 
-    ``images_uint8``: ``[B,H,W,3]`` RGB already composited on the model's input background.
+    ``images_uint8``: B ``[H,W,3]`` RGB images (sizes may differ; a ``[B,H,W,3]`` array works too) already
+    composited on the model's input background; the processors resize them, as upstream's do.
     ``text_embeds`` ``[1,77,D]`` replaces the empty prompt in the conditional half (text-guided
     editing); the unconditional half keeps CLIPText("").
     """
     device, dtype = model.device, model.dtype
-    batch = images_uint8.shape[0]
+    batch = len(images_uint8)
     clip_pixels = _pixel_values(model.feature_extractor_clip, images_uint8, device, dtype)  # (B, 3, 224, 224)
     vae_pixels = _pixel_values(model.feature_extractor_vae, images_uint8, device, dtype)  # (B, 3, 512, 512)
 
@@ -137,11 +144,11 @@ def latent_preview(latents: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_grid(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
 ) -> torch.Tensor:
-    """Sample one grid per conditioning image: ``[B,H,W,3]`` uint8 → ``[B,3,3·S,2·S]`` float in 0..1.
+    """Sample one grid per conditioning image: B ``[H,W,3]`` uint8 → ``[B,3,3·S,2·S]`` float in 0..1.
 
     The images are used as given (upstream feeds them to its image processors as they are); use
     :func:`generate_views` to crop, recentre and composite an arbitrary input first.
@@ -150,10 +157,87 @@ def sample_grid(
     return decode_latents(model, sample_latents(model, images_uint8, options, runtime))
 
 
+@dataclass(frozen=True)
+class SamplingSeeds:
+    """One generator per sample (initial latents, ancestral noise) and one per conditioning image
+    (reference-latent posterior draws and per-step reference noise); see the module docstring."""
+
+    samples: list[torch.Generator]
+    images: list[torch.Generator]
+
+
+def make_seeds(options: MultiViewOptions, images: int, samples_per_image: int,
+               sample_seeds: Optional[list[int]] = None, image_seeds: Optional[list[int]] = None) -> SamplingSeeds:
+    batch = images * samples_per_image
+    seeds = list(sample_seeds) if sample_seeds is not None else [(options.seed + i) % 2**64 for i in range(batch)]
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} sample seeds for {batch} samples")
+    # The reference pass belongs to the image, shared by its samples: its noise follows the image's seed.
+    per_image = list(image_seeds) if image_seeds is not None else [(options.seed + i) % 2**64 for i in range(images)]
+    if len(per_image) != images:
+        raise ValueError(f"{len(per_image)} image seeds for {images} images")
+    return SamplingSeeds([torch.Generator().manual_seed(s) for s in seeds],
+                         [torch.Generator().manual_seed(aux_seed(s)) for s in per_image])
+
+
+def extra_input_channels(model: Zero123PlusModel, concat_latents: Optional[torch.Tensor]) -> int:
+    """How many condition channels the UNet reads after the noisy latent (0 for Zero123++ itself)."""
+    extra = model.unet.config.in_channels - model.unet.config.out_channels
+    if (concat_latents is None) != (extra == 0):
+        raise ValueError(
+            f"this UNet takes {extra} extra input channels but "
+            f"{'none were' if concat_latents is None else 'concat_latents were'} given"
+        )
+    return extra
+
+
+def unet_input(noisy: torch.Tensor, condition: Optional[torch.Tensor]) -> torch.Tensor:
+    """The UNet's input channels, the one place their order is set: the noisy latent ``[B,4,h,w]``
+    first, then the model's condition channels ``[B,C',h,w]`` when it has any (PartGen's segmenter:
+    the object-grid latent; its completer: ``completion.complete.COMPLETION_CHANNELS``)."""
+    return noisy if condition is None else torch.cat([noisy, condition], dim=1)
+
+
+def _condition_channels(concat_latents: torch.Tensor, model: Zero123PlusModel, batch: int, samples: int,
+                        guidance: bool) -> torch.Tensor:
+    """Condition channels per sample and guidance half: ``[G*B*N, C', h, w]``."""
+    concat = concat_latents.to(model.device, model.dtype)
+    if concat.shape[0] != batch:
+        concat = concat.repeat_interleave(samples, dim=0)
+    return torch.cat([concat] * 2) if guidance else concat
+
+
+def _noisy_reference(scheduler, condition: EncodedCondition, generators: list[torch.Generator], guidance: bool,
+                     t: torch.Tensor) -> torch.Tensor:
+    """The reference latents noised to ``t``: each image draws (negative, positive) as upstream's one
+    ``[2,...]`` draw; negatives come first in the batch."""
+    reference = condition.reference_latents  # (G*B, 4, 64, 64): [negatives; positives]
+    draws = [_randn((2 if guidance else 1,) + tuple(reference.shape[1:]), g, reference) for g in generators]
+    noise = torch.cat([d[:1] for d in draws] + ([d[1:] for d in draws] if guidance else []))
+    return scheduler.scale_model_input(scheduler.add_noise(reference, noise, t.reshape(-1)), t)
+
+
+def _guided_velocity(model: Zero123PlusModel, model_input: torch.Tensor, reference_input: torch.Tensor,
+                     t: torch.Tensor, condition: EncodedCondition, prompt_embeds: torch.Tensor,
+                     guidance_scale: float, guidance: bool) -> torch.Tensor:
+    """One step's prediction: the reference pass fills the attention bank, the main pass reads it,
+    then classifier-free guidance combines the two halves."""
+    bank = model.reference_bank
+    bank.mode = "write"
+    model.unet(reference_input, t, encoder_hidden_states=condition.prompt_embeds)
+    bank.mode = "read"
+    velocity = model.unet(model_input, t, encoder_hidden_states=prompt_embeds).sample
+    bank.clear()
+    if not guidance:
+        return velocity
+    uncond, cond = velocity.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
 @torch.no_grad()
 def sample_latents(
     model: Zero123PlusModel,
-    images_uint8: np.ndarray,
+    images_uint8: Sequence[np.ndarray],
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
     *,
@@ -167,47 +251,34 @@ def sample_latents(
     """The denoising loop alone: scaled Zero123++ latents ``[B·N,4,3·S/8,2·S/8]``.
 
     ``samples_per_image`` (N) draws N samples per conditioning image in one batch (image-major).
-    ``concat_latents`` ``[B,C',h,w]`` (or ``[B·N,C',h,w]``, one per sample) are appended to the
-    UNet input every step (PartGen's segmentation and completion models widen ``conv_in`` for them);
-    the reference pass gets zeros in those channels. The reference pass runs once per image and its
-    attention tokens are shared by the image's N samples. ``on_step_end(step, t, latents)`` may
-    return replaced latents after each step (blended inpainting). ``text_embeds``: see
-    :func:`encode_condition`.
+    ``concat_latents`` ``[B,C',h,w]`` (or ``[B·N,C',h,w]``, one per sample) are the condition
+    channels appended to the UNet input every step (:func:`unet_input`; PartGen's segmentation and
+    completion models widen ``conv_in`` for them); the reference pass gets zeros in those channels.
+    The reference pass runs once per image and its attention tokens are shared by the image's N
+    samples. ``on_step_end(step, t, latents)`` may return replaced latents after each step (blended
+    inpainting). ``text_embeds``: see :func:`encode_condition`.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
     # 1. check inputs
-    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or images_uint8.dtype != np.uint8:
-        raise ValueError(f"expected uint8 RGB images [B,H,W,3], got {images_uint8.dtype} {images_uint8.shape}")
+    images_uint8 = list(images_uint8)
+    for array in images_uint8:
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB images [H,W,3], got {array.dtype} {array.shape}")
     runtime.prepare(model)
     layout = model.layout
     height, width = layout.rows * options.view_size, layout.cols * options.view_size
     guidance = options.guidance_scale > 1.0
-    images = images_uint8.shape[0]
+    images = len(images_uint8)
     batch = images * samples_per_image
-    seeds = list(sample_seeds) if sample_seeds is not None else [(options.seed + i) % 2**64 for i in range(batch)]
-    if len(seeds) != batch:
-        raise ValueError(f"{len(seeds)} sample seeds for {batch} samples")
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    # The reference pass belongs to the image, shared by its samples: its noise follows the image's seed.
-    per_image = list(image_seeds) if image_seeds is not None else [(options.seed + i) % 2**64 for i in range(images)]
-    if len(per_image) != images:
-        raise ValueError(f"{len(per_image)} image seeds for {images} images")
-    aux_generators = [torch.Generator().manual_seed(aux_seed(s)) for s in per_image]
-    extra_channels = model.unet.config.in_channels - model.unet.config.out_channels
-    if (concat_latents is None) != (extra_channels == 0):
-        raise ValueError(
-            f"this UNet takes {extra_channels} extra input channels but "
-            f"{'none were' if concat_latents is None else 'concat_latents were'} given"
-        )
+    seeds = make_seeds(options, images, samples_per_image, sample_seeds, image_seeds)
+    extra_channels = extra_input_channels(model, concat_latents)
 
     # 2. encode the condition; samples of one image share it
-    condition = encode_condition(model, images_uint8, guidance, aux_generators, text_embeds)
+    condition = encode_condition(model, images_uint8, guidance, seeds.images, text_embeds)
     prompt_embeds = _per_sample(condition.prompt_embeds, guidance, samples_per_image)
+    concat = None
     if concat_latents is not None:
-        concat = concat_latents.to(model.device, model.dtype)
-        if concat.shape[0] != batch:
-            concat = concat.repeat_interleave(samples_per_image, dim=0)
-        concat = torch.cat([concat] * 2) if guidance else concat  # (G*B*N, C', h, w)
+        concat = _condition_channels(concat_latents, model, batch, samples_per_image, guidance)  # (G*B*N, C', h, w)
 
     # 3. timesteps
     scheduler = make_scheduler(model)
@@ -217,41 +288,26 @@ def sample_latents(
     # 4. initial latents
     scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
     shape = (batch, model.unet.config.out_channels, height // scale, width // scale)
-    latents = _randn_each(shape, generators, condition.prompt_embeds) * scheduler.init_noise_sigma
+    latents = _randn_each(shape, seeds.samples, condition.prompt_embeds) * scheduler.init_noise_sigma
 
-    # 5. denoising loop: a reference pass fills the attention bank, the main pass reads it
-    bank = model.reference_bank
+    # 5. denoising loop
     total = len(timesteps)
     try:
         for step, t in enumerate(timesteps):
             runtime.check_interrupt()
             model_input = torch.cat([latents] * 2) if guidance else latents  # (G*B, 4, h, w)
-            model_input = scheduler.scale_model_input(model_input, t)
-            reference = condition.reference_latents  # (G*B, 4, 64, 64): [negatives; positives]
-            per_image = [_randn((2 if guidance else 1,) + tuple(reference.shape[1:]), g, reference) for g in aux_generators]
-            # each image drew (negative, positive) as upstream's one [2,...] draw; negatives come first
-            reference_noise = torch.cat([d[:1] for d in per_image] + ([d[1:] for d in per_image] if guidance else []))
-            noisy_reference = scheduler.add_noise(reference, reference_noise, t.reshape(-1))
-            noisy_reference = scheduler.scale_model_input(noisy_reference, t)
-            if concat_latents is not None:
-                model_input = torch.cat([model_input, concat], dim=1)
-                noisy_reference = torch.cat([noisy_reference, noisy_reference.new_zeros(
-                    noisy_reference.shape[0], extra_channels, *noisy_reference.shape[2:])], dim=1)
-
-            bank.mode = "write"
-            model.unet(noisy_reference, t, encoder_hidden_states=condition.prompt_embeds)
-            bank.mode = "read"
-            velocity = model.unet(model_input, t, encoder_hidden_states=prompt_embeds).sample
-            bank.clear()
-            if guidance:
-                uncond, cond = velocity.chunk(2)
-                velocity = uncond + options.guidance_scale * (cond - uncond)
-            latents = scheduler.step(velocity, t, latents, generator=generators).prev_sample
+            model_input = unet_input(scheduler.scale_model_input(model_input, t), concat)
+            reference = _noisy_reference(scheduler, condition, seeds.images, guidance, t)
+            no_condition = reference.new_zeros(reference.shape[0], extra_channels, *reference.shape[2:])
+            reference = unet_input(reference, no_condition if concat is not None else None)
+            velocity = _guided_velocity(model, model_input, reference, t, condition, prompt_embeds,
+                                        options.guidance_scale, guidance)
+            latents = scheduler.step(velocity, t, latents, generator=seeds.samples).prev_sample
             if on_step_end is not None:
                 latents = on_step_end(step, t, latents)
             runtime.progress(step + 1, total, latent_preview(latents))
     finally:
-        bank.clear()
+        model.reference_bank.clear()
     return latents
 
 
@@ -291,6 +347,7 @@ def generate_views(
     options: MultiViewOptions = MultiViewOptions(),
     runtime: Optional[Runtime] = None,
     mask_marks: str = "auto",
+    wording: InputWording = NODE_WORDING,
 ) -> list[MultiView]:
     """Image(s) of an object → one :class:`MultiView` of 6 views per image.
 
@@ -298,16 +355,18 @@ def generate_views(
     ``[B,H,W]`` or ``[H,W]``; ``mask_marks`` says whether it marks the "background" (LoadImage's
     ``1 - alpha``), the "foreground" (background-removal nodes) or "auto" (decided per image from
     the border). Without a usable mask the foreground is estimated from a plain background colour.
+    ``wording`` names the inputs in error messages (node inputs, or the headless command's flags).
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
-    crop_boxes: list[tuple[int, int, int]] = []
-    prepared = prepare_condition_images(
+    conditions = prepare_conditions(
         image, mask, background=model.flavour.input_background, foreground_ratio=options.foreground_ratio,
-        size=REFERENCE_SIZE, mask_marks=mask_marks, crop_boxes=crop_boxes,
-    )  # (B, 512, 512, 3) float in 0..1
+        mask_marks=mask_marks, wording=wording,
+    )
+    crop_boxes = [c.box for c in conditions]
     source_size = (int(image.shape[-3]), int(image.shape[-2]))
-    images_uint8 = (prepared * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-    grids = sample_grid(model, images_uint8, options, runtime)  # (B, 3, H, W)
+    # Each square at its own size, as upstream hands it to the CLIP and VAE processors.
+    grids = sample_grid(model, [c.image for c in conditions], options, runtime)  # (B, 3, H, W)
+    prepared = [torch.from_numpy(resize_like_processor(c.image, REFERENCE_SIZE)).float() / 255.0 for c in conditions]
     layout = model.layout
     background = (model.flavour.output_background,) * 3
     c2w = layout.camera_to_world()

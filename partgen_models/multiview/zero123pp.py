@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 
 from ..cameras import LAYOUTS, ViewLayout
-from ..modules import build_on_meta, load_strict, match_transformers_layout
+from ..modules import DeviceFromWeights, build_on_meta, load_strict, match_transformers_layout
 from ..weights import WeightsError, find_weights_file, load_state_dict
 from .reference_attention import ReferenceBank, install_reference_attention
 
@@ -54,7 +54,7 @@ FLAVOURS = {
 }
 
 
-class Zero123PlusModel(torch.nn.Module):
+class Zero123PlusModel(DeviceFromWeights, torch.nn.Module):
     """The Zero123++ networks plus the constants the sampler needs.
 
     Submodules ``unet``, ``vae``, ``vision_encoder`` are what a host moves between devices; buffers
@@ -92,18 +92,8 @@ class Zero123PlusModel(torch.nn.Module):
     def layout(self) -> ViewLayout:
         return LAYOUTS[self.flavour.layout]
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @device.setter
-    def device(self, value: torch.device) -> None:
-        # Hosts (ComfyUI's ModelPatcher) record where they put the model; the weights are the truth.
-        pass
+    def weights_reference(self) -> torch.Tensor:
+        return next(self.unet.parameters())
 
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
@@ -253,18 +243,33 @@ def encode_empty_prompt(text_encoder: torch.nn.Module, tokenizer: Any) -> torch.
     return text_encoder(tokens.to(text_encoder.device))[0].float()  # (1, 77, D) last hidden state after the final layer norm
 
 
-@torch.no_grad()
-def encode_prompt(folder: Path, text: str) -> torch.Tensor:
-    """CLIPText(text) ``[1,77,D]`` with the Zero123++ folder's own text encoder (loaded on the CPU for
-    the call: only editing needs prompts, so the encoder is not kept with the model)."""
+def load_text_encoder(folder: Path, dtype: torch.dtype = torch.float32):
+    """The Zero123++ folder's CLIP text encoder and tokenizer (strictly loaded, on the CPU)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     text_encoder = _load_transformers_component(
-        CLIPTextModel, CLIPTextConfig, folder / "text_encoder", "a CLIP text encoder", torch.float32
+        CLIPTextModel, CLIPTextConfig, folder / "text_encoder", "a CLIP text encoder", dtype
     )
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    except Exception as error:
+        raise WeightsError(f"{folder / 'tokenizer'}: tokenizer files are missing or invalid ({error})") from error
+    return text_encoder, tokenizer
+
+
+@torch.no_grad()
+def encode_texts(text_encoder: torch.nn.Module, tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """CLIPText of each text ``[N,77,D]``, padded to max length as Stable Diffusion pipelines do."""
     tokens = tokenizer(
-        [text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    return text_encoder(tokens)[0].float()
+    return text_encoder(tokens.to(text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_prompt(folder: Path, text: str) -> torch.Tensor:
+    """CLIPText(text) ``[1,77,D]`` with the Zero123++ folder's own text encoder (loaded on the CPU for
+    the call: only editing needs prompts, so the encoder is not kept with the model)."""
+    text_encoder, tokenizer = load_text_encoder(folder)
+    return encode_texts(text_encoder, tokenizer, [text]).float()

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..modules import DeviceFromWeights
+
 HEAD_WIDTH = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # facebook/dino-vitb16's ViTImageProcessor
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -341,7 +343,7 @@ class NerfDecoder(nn.Module):
         return F.softplus(out[..., 0] - 1.0), _mipnerf_sigmoid(out[..., 1:])
 
 
-class LargeReconstructionModel(nn.Module):
+class LargeReconstructionModel(DeviceFromWeights, nn.Module):
     """Views + cameras → triplanes, and field queries on those triplanes."""
 
     def __init__(self, config: LRMConfig) -> None:
@@ -357,17 +359,8 @@ class LargeReconstructionModel(nn.Module):
     def decoder(self):
         return self.synthesizer.decoder
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.pos_embed.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.pos_embed.device
-
-    @device.setter
-    def device(self, value: torch.device) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
+    def weights_reference(self) -> torch.Tensor:
+        return self.transformer.pos_embed
 
     def forward_planes(self, images: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         """images ``[B,V,3,H,W]`` in 0..1, cameras ``[B,V,16]`` → triplanes ``[B,3,C,2r,2r]``."""

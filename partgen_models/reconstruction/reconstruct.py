@@ -9,6 +9,7 @@ move them to the glTF frame and optionally decimate.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import logging
 from typing import Optional
 
@@ -28,6 +29,10 @@ LRM_VIEW_SIZE = 320  # InstantMesh's run.py resizes the Zero123++ views to 320 (
 GRID_SCALE = 2.1  # configs/instant-mesh-*.yaml grid_scale: the FlexiCubes grid spans [-1.05, 1.05]
 DEFORMATION_MULTIPLIER = 4.0  # lrm_mesh.py: deformation = tanh(d) / (grid_res * 4)
 _EMPTY_ALPHA = 0.5
+
+
+class NoSurface(Exception):
+    """The field of one part has no iso-surface; the message says what the field held (internal)."""
 
 
 class ReconstructionError(ValueError):
@@ -122,12 +127,19 @@ def extract_flexicubes(
         return sdf.float(), deformation.float()
 
     outputs = _query_chunks(sdf_and_offset, grid.vertices, chunk, runtime)
-    sdf = torch.cat([o[0] for o in outputs])
+    sdf = torch.cat([o[0] for o in outputs]).reshape(-1)
+    if options.watertight:
+        sdf = close_at_grid_boundary_sdf(sdf, resolution)
     offsets = torch.cat([o[1] for o in outputs])
     vertices = grid.vertices + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
     cube_ids = surface_cubes(grid, sdf)
     if cube_ids.numel() == 0:
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+        side = "positive" if float(sdf.min()) > 0 else "negative"
+        raise NoSurface(
+            f"the predicted signed distance never changes sign on the {resolution}^3 grid (every value is {side}: "
+            f"{float(sdf.min()):.3g}..{float(sdf.max()):.3g}), so there is no surface between inside and outside. "
+            f"Upstream InstantMesh would output the grid's bounding box here"
+        )
 
     # Weights only for cubes on the surface: FlexiCubes ignores the others (upstream evaluates all).
     corners = cube_corner_ids(grid, cube_ids)  # (S, 8), computed from the ids: no R^3 table read
@@ -141,6 +153,36 @@ def extract_flexicubes(
 
     weights = torch.cat(_query_chunks(cube_weights, inverse, cube_chunk, runtime))
     return extract_mesh(grid, sdf, vertices, cube_ids, weights)
+
+
+def close_at_grid_boundary_sdf(sdf: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``((R+1)^3,)`` SDF with every grid vertex on the grid's faces made outside (positive).
+
+    A field still inside where the grid ends (a part touching the box, or any field from untrained
+    weights) would leave the extracted surface open along the box; outside there, the surface closes
+    on the box instead, so every part is watertight whatever the weights. The magnitude is kept, so
+    the crossing still lies between the two samples (vertices ordered x-major as in ``make_grid``).
+    """
+    n = resolution + 1
+    field = sdf.reshape(n, n, n).clone()
+    for axis in range(3):
+        for index in (0, n - 1):
+            face = field.select(axis, index)
+            face.copy_(face.abs().clamp_min(1e-6))
+    return field.reshape(sdf.shape)
+
+
+def close_at_grid_boundary_density(field, threshold: float):
+    """The density grid with its outermost samples set below ``threshold`` (outside): the surface
+    closes inside the grid instead of ending open at its boundary (see the SDF version)."""
+    field = field.copy()
+    outside = min(float(threshold) - 1.0, float(field.min()))
+    for axis in range(3):
+        for index in (0, -1):
+            slicer = [slice(None)] * 3
+            slicer[axis] = index
+            field[tuple(slicer)] = outside
+    return field
 
 
 def extract_marching_cubes(
@@ -159,8 +201,14 @@ def extract_marching_cubes(
         density, _ = model.decoder.density_and_color(_features(model, planes, points))
         densities.append(density.float().reshape(len(xs), resolution, resolution).cpu())
     field = torch.cat(densities).numpy()
+    if options.watertight:
+        field = close_at_grid_boundary_density(field, options.density_threshold)
     if not (field.min() < options.density_threshold < field.max()):
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)
+        # Upstream's marching cubes raises here (IndexError in InstantNeRF.extract_mesh).
+        raise NoSurface(
+            f"the predicted density never crosses density_threshold {options.density_threshold:g} on the "
+            f"{resolution}^3 grid (it spans {float(field.min()):.3g}..{float(field.max()):.3g}), so there is no surface"
+        )
     # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
     vertices, faces, _, _ = marching_cubes(field, level=options.density_threshold, gradient_direction="ascent")
     vertices = torch.from_numpy(vertices.copy()).float() / (resolution - 1) * 2 - 1
@@ -187,6 +235,32 @@ def decimate(vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor, 
     new_vertices, new_faces = fast_simplification.simplify(vertices.numpy(), faces.numpy().astype("int32"), reduction)
     _, nearest = cKDTree(vertices.numpy()).query(new_vertices)
     return torch.from_numpy(new_vertices).float(), torch.from_numpy(new_faces.astype("int64")), colors[torch.from_numpy(nearest)]
+
+
+def textured_part(model: LargeReconstructionModel, planes: torch.Tensor, part: Part, views: PartViews, index: int,
+                  options: ReconstructionOptions, runtime: Runtime) -> Part:
+    """The part with a baked base-colour texture (:mod:`.texture`), or unchanged when it cannot be
+    textured (the bake logs why). Baking happens in InstantMesh's z-up world, where the cameras are."""
+    from .texture import PartViewsOfOne, bake_texture
+
+    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    device = planes.device
+
+    def field_color(points: torch.Tensor) -> torch.Tensor:
+        if model.config.variant == "mesh":
+            color = lambda p: model.decoder.color(_features(model, planes, p)).float()  # noqa: E731
+        else:
+            color = lambda p: model.decoder.density_and_color(_features(model, planes, p))[1].float()  # noqa: E731
+        return torch.cat(_query_chunks(color, points.to(device), chunk, runtime)).clamp(0, 1)
+
+    part_views = PartViewsOfOne(views.images[index].float(), views.alpha[index].float(), views.c2w.float(), views.fov_deg)
+    zup = part.vertices[:, [2, 0, 1]].to(device)  # glTF → z up, the inverse of zup_to_gltf
+    runtime.check_interrupt()
+    baked = bake_texture(part.name, zup, part.faces.to(device), options.texture_options(), field_color, part_views)
+    if baked is None:
+        return part
+    return replace(part, vertices=zup_to_gltf(baked.vertices).contiguous(), faces=baked.faces.contiguous(),
+                   vertex_colors=part.vertex_colors[baked.source_vertex].contiguous(), uvs=baked.uvs, texture=baked.texture)
 
 
 @torch.no_grad()
@@ -221,9 +295,15 @@ def reconstruct_parts(
     parts = []
     for done, (index, part_planes) in enumerate(zip(keep, planes)):
         name = views.names[index]
-        vertices, faces = extract(model, part_planes[None], resolution, options, runtime)
-        if faces.shape[0] == 0:
-            logger.warning("part %r: the reconstructed field has no surface; skipped", name)
+        try:
+            vertices, faces = extract(model, part_planes[None], resolution, options, runtime)
+        except NoSurface as empty:
+            logger.warning(
+                "part %r is skipped: %s. The model did not see a solid object in its views. Try: check that the "
+                "part's views show it clearly on white (its masks, or Complete Parts with another seed), use all "
+                "6 views, a higher resolution for a thin part%s", name, empty,
+                ", or a lower density_threshold" if model.config.variant == "nerf" else "",
+            )
             runtime.progress(done + 1, len(keep), None)
             continue
         colors = vertex_colors(model, part_planes[None], vertices, options, runtime)
@@ -231,8 +311,16 @@ def reconstruct_parts(
         faces = faces.cpu()
         if options.target_faces:
             vertices, faces, colors = decimate(vertices, faces, colors, options.target_faces)
-        parts.append(Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors))
+        display_color = tuple(views.colors[index]) if views.colors is not None else None
+        part = Part(name=name, vertices=vertices.contiguous(), faces=faces.contiguous(), vertex_colors=colors,
+                    source="reconstruction", display_color=display_color)
+        if options.texture != "off":
+            part = textured_part(model, part_planes[None], part, views, index, options, runtime)
+        parts.append(part)
         runtime.progress(done + 1, len(keep), None)
     if not parts:
-        raise ReconstructionError("no part produced a surface; the reconstruction model saw nothing it could close")
+        raise ReconstructionError(
+            "no part produced a surface: the reconstruction model saw nothing it could close (see the warnings "
+            "for each part); check the views that reach Reconstruct and the part masks"
+        )
     return parts

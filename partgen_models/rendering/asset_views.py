@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ..checks import refuse_non_finite
 from ..cameras import LAYOUTS
 from ..multiview.preprocess import prepare_condition_images
 from ..parts import Part
@@ -46,6 +47,7 @@ class AssetViewOptions:
     render: RenderOptions = field(default_factory=lambda: RenderOptions(supersample=3))
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, RenderError)
         if self.layout not in LAYOUTS:
             raise RenderError(f"unknown view layout {self.layout!r}; known: {', '.join(sorted(LAYOUTS))}")
         if self.view_size is not None and not 16 <= self.view_size <= 2048:

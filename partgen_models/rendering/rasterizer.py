@@ -53,15 +53,21 @@ def focal_pixels(fov_deg: float, size: int) -> float:
     return 0.5 / math.tan(math.radians(fov_deg) * 0.5) * size
 
 
-def project(vertices: torch.Tensor, c2w: torch.Tensor, fov_deg: float, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points ``[N,3]`` → pixel coordinates ``[V,N,2]`` (x right, y down) and depths ``[V,N]``."""
+def project(vertices: torch.Tensor, c2w: torch.Tensor, fov_deg: float, size: int,
+            pixel_offset: tuple[float, float] = (0.0, 0.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """World points ``[N,3]`` → pixel coordinates ``[V,N,2]`` (x right, y down) and depths ``[V,N]``.
+
+    ``pixel_offset`` (dx, dy) moves the sampling grid: pixel ``(row, col)`` then samples the image plane
+    at ``(col + 0.5 + dx, row + 0.5 + dy)``. Supersampling renders one pass per sub-pixel offset
+    instead of one image s times larger, so its memory does not grow with s².
+    """
     w2c = torch.linalg.inv(c2w.double()).to(vertices.dtype)  # (V, 4, 4)
     camera = vertices[None] @ w2c[:, :3, :3].transpose(1, 2) + w2c[:, None, :3, 3]  # (V, N, 3)
     depth = -camera[..., 2]  # OpenGL cameras look down -z
     focal = focal_pixels(fov_deg, size)
     safe = torch.where(depth.abs() > 1e-12, depth, torch.full_like(depth, 1e-12))
-    x = camera[..., 0] / safe * focal + 0.5 * size
-    y = 0.5 * size - camera[..., 1] / safe * focal  # image rows grow downwards, camera y points up
+    x = camera[..., 0] / safe * focal + 0.5 * size - pixel_offset[0]
+    y = 0.5 * size - camera[..., 1] / safe * focal - pixel_offset[1]  # image rows grow downwards, camera y points up
     return torch.stack([x, y], dim=-1), depth
 
 
@@ -214,12 +220,13 @@ def _depth_test(setup: _Setup, size: int, views: int, max_fragments: int) -> tor
 
 @torch.no_grad()
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fov_deg: float, size: int, *,
-              near: float = 1e-3, cull_backfaces: bool = False, max_fragments: int = 1 << 20) -> Rasterized:
+              near: float = 1e-3, cull_backfaces: bool = False, max_fragments: int = 1 << 20,
+              pixel_offset: tuple[float, float] = (0.0, 0.0)) -> Rasterized:
     """Rasterise one triangle mesh into ``V`` square views.
 
     vertices ``[N,3]`` in the cameras' world frame; faces ``[M,3]`` int; c2w ``[V,4,4]`` OpenGL
     camera-to-world. ``max_fragments`` bounds how many bounding-box pixels are handled at once, and so
-    the working memory. ``cull_backfaces`` drops triangles wound clockwise as seen by the camera (only safe
+    the working memory. ``pixel_offset`` shifts where each pixel samples (see :func:`project`). ``cull_backfaces`` drops triangles wound clockwise as seen by the camera (only safe
     for closed, consistently wound meshes).
     """
     if vertices.ndim != 2 or vertices.shape[-1] != 3 or faces.ndim != 2 or faces.shape[-1] != 3:
@@ -233,7 +240,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fo
     if views * faces.shape[0] >= 1 << (_PAIR_BITS - 1):
         raise ValueError(f"{views} views x {faces.shape[0]} triangles exceed the rasteriser's {1 << (_PAIR_BITS - 1)} pairs")
 
-    screen, depth = project(vertices, c2w.to(device), fov_deg, size)
+    screen, depth = project(vertices, c2w.to(device), fov_deg, size, pixel_offset)
     setup = _setup_views(screen, depth, faces, size, near, cull_backfaces)
     zbuffer = _depth_test(setup, size, views, max_fragments)
 

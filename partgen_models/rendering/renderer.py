@@ -30,14 +30,16 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..cameras import LAYOUTS, ViewLayout, look_at_origin
-from ..parts import Part
+from ..parts import Part, placed_mesh
 from ..views import MultiView
 from .rasterizer import rasterize
 
 WHITE = (1.0, 1.0, 1.0)
 PartsSource = Union[Sequence[Part], str, Path]  # parts, or a GLB/glTF/OBJ file with one node (object) per part
 SHADINGS = ("lambert", "unlit")
+MAX_SUPERSAMPLE = 15  # time grows with its square; memory does not (one sample pass at a time)
 
 
 class RenderError(ValueError):
@@ -111,9 +113,7 @@ class Normalization:
 
 def _placed_vertices(part: Part) -> torch.Tensor:
     """A part's vertices in the object frame (its ``transform`` applied)."""
-    vertices = part.vertices.double()
-    transform = part.transform.double()
-    return vertices @ transform[:3, :3].T + transform[:3, 3]
+    return placed_mesh(part)[0]
 
 
 def fit_normalization(parts: Sequence[Part], cameras: RenderCameras, fill: float = 1.0) -> Normalization:
@@ -136,7 +136,8 @@ class RenderOptions:
     shading: "lambert" (headlight, flat faces, two-sided) or "unlit" (vertex colours as they are).
     ambient: the share of light that does not depend on the face's angle (lambert only).
     supersample: odd factor s; colours and alpha are averaged over s x s samples per pixel, part ids
-        and depth come from the sample at the pixel centre (so ids stay exact ground truth). Costs s².
+        and depth come from the sample at the pixel centre (so ids stay exact ground truth). Costs s²
+        in time; memory stays that of one view at the output size (samples are rendered one at a time).
     fill: with ``normalization="fit"``, the bounding sphere's radius relative to the frame (1.0 = Zero123++).
     cull_backfaces: skip triangles facing away (only for closed, consistently wound meshes; faster).
     max_fragments: candidate pixels (triangle bounding boxes) handled at once; bounds the rasteriser's
@@ -151,10 +152,11 @@ class RenderOptions:
     max_fragments: int = 1 << 20
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self, RenderError)
         if self.shading not in SHADINGS:
             raise RenderError(f"shading must be one of {SHADINGS}, got {self.shading!r}")
-        if self.supersample < 1 or self.supersample % 2 == 0:
-            raise RenderError(f"supersample must be an odd factor (1, 3, 5...), got {self.supersample}")
+        if not 1 <= self.supersample <= MAX_SUPERSAMPLE or self.supersample % 2 == 0:
+            raise RenderError(f"supersample must be an odd factor within 1..{MAX_SUPERSAMPLE}, got {self.supersample}")
         if not 0.0 <= self.ambient <= 1.0:
             raise RenderError(f"ambient must be within 0..1, got {self.ambient}")
 
@@ -232,9 +234,9 @@ def _merged_mesh(parts: Sequence[Part], selected: Sequence[int], normalization: 
         part = parts[index]
         if part.faces.shape[0] == 0:
             continue
-        placed = normalization.apply(_placed_vertices(part))
-        vertices.append(gltf_to_zup(placed).float())
-        faces.append(part.faces.long() + offset)
+        placed, placed_faces = placed_mesh(part)
+        vertices.append(gltf_to_zup(normalization.apply(placed)).float())
+        faces.append(placed_faces + offset)
         colors.append(part.vertex_colors.float().clamp(0, 1))
         owner.append(torch.full((part.faces.shape[0],), index, dtype=torch.int64))
         offset += part.vertices.shape[0]
@@ -267,25 +269,39 @@ def _render(parts: Sequence[Part], selected: Sequence[int], cameras: RenderCamer
     resolved = _resolve_normalization(parts, cameras, normalization, options.fill)
     vertices, faces, colors, owner = _merged_mesh(parts, selected, resolved, device)
     s = options.supersample
-    size = cameras.size * s
+    size = cameras.size
     c2w = cameras.c2w.to(device).float()
-    raster = rasterize(vertices, faces, c2w, cameras.fov_deg, size,
-                       cull_backfaces=options.cull_backfaces, max_fragments=options.max_fragments)
     v = cameras.num_views
-    hit = raster.hit
-    images = torch.ones(v, size, size, 3, device=device)
-    images[hit] = _shade(vertices, faces, colors, c2w, raster, options)
-    alpha = hit.float()
-    part_ids = torch.where(hit, owner[raster.triangle.clamp(min=0)], torch.full_like(raster.triangle, -1))
-    depth = raster.depth
-    if s > 1:
-        # (V, S*s, S*s, C) → average of each s x s block; ids and depth from each block's centre sample
-        images = F.avg_pool2d(images.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
-        alpha = F.avg_pool2d(alpha[:, None], s)[:, 0]
-        part_ids = part_ids[:, s // 2::s, s // 2::s]
-        depth = depth[:, s // 2::s, s // 2::s]
-    return Rendering(images=images.cpu().contiguous(), alpha=alpha.cpu().contiguous(), depth=depth.cpu().contiguous(),
-                     part_ids=part_ids.cpu().contiguous(), part_names=tuple(p.name for p in parts),
+    images = torch.empty(v, size, size, 3)
+    alpha = torch.empty(v, size, size)
+    part_ids = torch.empty(v, size, size, dtype=torch.int64)
+    depth = torch.empty(v, size, size)
+    # One view and one sub-pixel sample at a time: working memory is that of a single view at the
+    # output size (about 50 bytes a pixel plus the rasteriser's fragment chunk), whatever the number
+    # of views and the supersampling factor. Sample (i, j) of s x s sits at ((i + 0.5) / s, (j + 0.5) / s)
+    # inside its pixel, as in a render s times larger averaged over s x s blocks; ids and depth come
+    # from the centre sample (offset 0 for odd s), so they stay exact ground truth.
+    offsets = [((i + 0.5) / s - 0.5, (j + 0.5) / s - 0.5) for j in range(s) for i in range(s)]
+    for view in range(v):
+        colour_sum = torch.zeros(size, size, 3, device=device)
+        coverage_sum = torch.zeros(size, size, device=device)
+        for offset in offsets:
+            raster = rasterize(vertices, faces, c2w[view:view + 1], cameras.fov_deg, size,
+                               cull_backfaces=options.cull_backfaces, max_fragments=options.max_fragments,
+                               pixel_offset=offset)
+            hit = raster.hit[0]
+            colour = torch.ones(size, size, 3, device=device)
+            colour[hit] = _shade(vertices, faces, colors, c2w[view:view + 1], raster, options)
+            colour_sum += colour
+            coverage_sum += hit.float()
+            if offset == (0.0, 0.0):
+                part_ids[view] = torch.where(hit, owner[raster.triangle[0].clamp(min=0)],
+                                             torch.full_like(raster.triangle[0], -1)).cpu()
+                depth[view] = raster.depth[0].cpu()
+            del raster, hit, colour
+        images[view] = (colour_sum / len(offsets)).cpu()
+        alpha[view] = (coverage_sum / len(offsets)).cpu()
+    return Rendering(images=images, alpha=alpha, depth=depth, part_ids=part_ids, part_names=tuple(p.name for p in parts),
                      c2w=cameras.c2w.float().cpu(), fov_deg=cameras.fov_deg, normalization=resolved)
 
 

@@ -76,13 +76,15 @@ def decode_colors(
     min_area: float = 0.005,
     palette: Optional[tuple] = None,
     smoothing: int = 3,
+    inside: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Colour maps ``[V,H,W,3]`` → part-id maps ``[V,H,W]``: palette index per pixel, ``-1`` background.
 
     Nearest reference colour in CIELAB (white included as background); then a ``smoothing``×``smoothing``
     majority vote per view removes the thin anti-aliased fringes where two colours blend into a third;
-    finally colours covering less than ``min_area`` of the object's pixels (all views together) are
-    dropped (PartGen: "parts with only a few pixels are dropped").
+    pixels outside ``inside`` ``[V,H,W]`` (the object, when known) become background; finally colours
+    covering less than ``min_area`` of the object's pixels (all views together; without ``inside``,
+    of the painted pixels) are dropped (PartGen: "parts with only a few pixels are dropped").
     """
     references = torch.cat([torch.tensor([BACKGROUND]), palette_tensor(palette)])  # (Q+1, 3)
     lab = srgb_to_lab(colors)
@@ -91,8 +93,11 @@ def decode_colors(
     if smoothing > 1:
         labels = _majority_filter(labels, references.shape[0], smoothing)
     ids = labels - 1
+    if inside is not None:
+        ids[~inside] = -1
+    # The share is of the object: paint off the object must neither count nor enlarge the total.
     foreground = ids >= 0
-    total = max(int(foreground.sum()), 1)
+    total = max(int(inside.sum()) if inside is not None else int(foreground.sum()), 1)
     counts = torch.bincount(ids[foreground], minlength=references.shape[0] - 1)
     for colour in torch.nonzero((counts > 0) & (counts < min_area * total)).flatten().tolist():
         ids[ids == colour] = -1

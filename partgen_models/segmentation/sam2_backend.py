@@ -38,7 +38,9 @@ from typing import Callable, Optional, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checks import refuse_non_finite
 from ..multiview.preprocess import estimate_alpha_from_background
+from ..modules import DeviceFromWeights
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView
 from ..weights import SAM_MODELS, WeightsError, ensure_model, is_installed
@@ -96,6 +98,7 @@ class Sam2Options:
     points_per_batch: int = 32
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if not 1 <= self.points_per_side <= 64:
             raise ValueError(f"points_per_side must be within 1..64, got {self.points_per_side}")
         if not 1 <= self.max_proposals <= 256:
@@ -108,7 +111,7 @@ class Sam2Options:
             raise ValueError(f"points_per_batch must be at least 1, got {self.points_per_batch}")
 
 
-class Sam2Segmenter(torch.nn.Module):
+class Sam2Segmenter(DeviceFromWeights, torch.nn.Module):
     """A SAM 2.1 video model (transformers ``Sam2VideoModel``) and the name of its checkpoint.
 
     One set of weights serves both uses: point prompts run its SAM head (prompt encoder + mask
@@ -120,17 +123,8 @@ class Sam2Segmenter(torch.nn.Module):
         self.video = video
         self.name = name
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.video.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.video.parameters()).device
-
-    @device.setter
-    def device(self, value) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
+    def weights_reference(self) -> torch.Tensor:
+        return next(self.video.parameters())
 
     @property
     def image_size(self) -> int:

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..checks import refuse_non_finite
+from ..modules import DeviceFromWeights
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView
 from .sam2_backend import INPUT_FRAME, import_transformers_class, input_alpha, load_transformers_checkpoint
@@ -44,12 +46,13 @@ class Sam3Options:
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in ("threshold", "mask_threshold"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
 
 
-class Sam3Segmenter(torch.nn.Module):
+class Sam3Segmenter(DeviceFromWeights, torch.nn.Module):
     """SAM 3's detector (``Sam3Model``) with the processor (image resizing, CLIP tokenizer) of its folder."""
 
     def __init__(self, detector: torch.nn.Module, processor, name: str) -> None:
@@ -58,17 +61,8 @@ class Sam3Segmenter(torch.nn.Module):
         self.processor = processor
         self.name = name
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.detector.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.detector.parameters()).device
-
-    @device.setter
-    def device(self, value) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
+    def weights_reference(self) -> torch.Tensor:
+        return next(self.detector.parameters())
 
 
 def load_sam3_segmenter(folder: Path, dtype: torch.dtype = torch.float32) -> Sam3Segmenter:

@@ -12,12 +12,13 @@ from typing import Optional
 
 import torch
 
+from ..checks import refuse_non_finite
 from ..multiview.options import MultiViewOptions
 from ..multiview.sampler import decode_latents, encode_grids, sample_latents
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView, grid_to_views
-from .palette import decode_colors, segments_from_ids
-from .partgen_model import PartGenSegmentationModel
+from .palette import PALETTE, decode_colors, segments_from_ids
+from .segmenter import PartGenSegmentationModel
 from .proposals import rank_proposals
 
 
@@ -35,6 +36,7 @@ class SegmentationOptions:
     iou_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if not 1 <= self.num_samples <= 64:
             raise ValueError(f"num_samples must be within 1..64, got {self.num_samples}")
         if not 0.0 <= self.min_area < 0.5:
@@ -48,7 +50,8 @@ class Segmentation:
     samples ``[N,V,H,W,3]`` (colour-coded, empty for backends without samples); masks
     ``[K,V,H,W]`` bool in rank order; scores ``[K]``; labels one per proposal (part names from
     text-prompted backends, else None); input_masks ``[K,h,w]`` the part in the input image when the
-    backend segments it too, else None.
+    backend segments it too, else None; palette the reference colours the samples are painted with
+    (the segmenter checkpoint's), so that a colour picked in a sample decodes as the segmenter meant.
     """
 
     samples: torch.Tensor
@@ -57,6 +60,7 @@ class Segmentation:
     labels: tuple[Optional[str], ...]
     layout: str
     input_masks: Optional[torch.Tensor] = None
+    palette: tuple[tuple[float, float, float], ...] = PALETTE
 
     @property
     def num_proposals(self) -> int:
@@ -96,8 +100,7 @@ def segment_views(
     inside = views.alpha > 0.5
     segments = []
     for sample in samples:
-        ids = decode_colors(sample, options.min_area, model.palette)
-        ids[~inside] = -1
+        ids = decode_colors(sample, options.min_area, model.palette, inside=inside)
         segments.append(segments_from_ids(ids)[0])
     masks, scores = rank_proposals(segments, options.iou_threshold)
-    return Segmentation(samples, masks, scores, (None,) * masks.shape[0], layout.name)
+    return Segmentation(samples, masks, scores, (None,) * masks.shape[0], layout.name, palette=tuple(model.palette))

@@ -94,7 +94,7 @@ def _parse_color(text: str) -> tuple[float, float, float]:
     return tuple(int(value[i : i + 2], 16) / 255 for i in (0, 2, 4))
 
 
-def _select_groups(segmentation: Segmentation, selection: PartSelection, palette) -> list[list[int]]:
+def _select_groups(segmentation: Segmentation, selection: PartSelection) -> list[list[int]]:
     count = segmentation.num_proposals
     if selection.mode == "top_k":
         return [[i] for i in range(min(selection.top_k, count))]
@@ -111,6 +111,8 @@ def _select_groups(segmentation: Segmentation, selection: PartSelection, palette
     if selection.mode == "color":
         if segmentation.samples.shape[0] == 0:
             raise SelectionError("this segmentation has no colour samples; select by index, point or name")
+        # The samples are painted with the segmenter's palette: decode with it, not the default one.
+        palette = segmentation.palette
         target = torch.tensor(_parse_color(selection.color))
         reference = torch.tensor(palette)
         colour_index = int((reference - target).norm(dim=1).argmin())
@@ -120,15 +122,19 @@ def _select_groups(segmentation: Segmentation, selection: PartSelection, palette
             return []
         iou = pairwise_iou(segments[colours.index(colour_index)][None], segmentation.masks)[0]
         return [[int(iou.argmax())]]
-    wanted = [n.strip().lower() for n in selection.names.split(",") if n.strip()]
+    wanted = [n.strip() for n in selection.names.split(",") if n.strip()]
     labels = [(label or "").lower() for label in segmentation.labels]
-    return [[labels.index(name)] for name in wanted if name in labels]
+    unmatched = [name for name in wanted if name.lower() not in labels]
+    if unmatched:  # a silently dropped name would shift every later part_names entry
+        raise SelectionError(
+            f"no proposal is labelled {', '.join(repr(n) for n in unmatched)}; available: {_available(segmentation)}"
+        )
+    return [[labels.index(name.lower())] for name in wanted if name.lower() in labels]
 
 
-def select_parts(
-    segmentation: Segmentation, selection: PartSelection = PartSelection(), palette=PALETTE
-) -> PartMasks:
-    groups = _select_groups(segmentation, selection, palette)
+def select_parts(segmentation: Segmentation, selection: PartSelection = PartSelection()) -> PartMasks:
+    """The selected proposals as named parts; display colours follow the default palette, in order."""
+    groups = _select_groups(segmentation, selection)
     if not groups:
         raise SelectionError(f"the selection ({selection.mode}) picks no proposal; available: {_available(segmentation)}")
     masks = torch.stack([segmentation.masks[group].any(dim=0) for group in groups])
@@ -144,7 +150,7 @@ def select_parts(
     input_masks = None
     if segmentation.input_masks is not None:
         input_masks = torch.stack([segmentation.input_masks[group].any(dim=0) for group in groups])
-    colors = tuple(palette[i % len(palette)] for i in range(len(groups)))
+    colors = tuple(PALETTE[i % len(PALETTE)] for i in range(len(groups)))
     return PartMasks(masks, tuple(names), colors, segmentation.layout, input_masks)
 
 

@@ -1,8 +1,9 @@
 """PartGen's completion network on a Zero123++ v1.2 base, in our own checkpoint format.
 
-PartGen (§3.3) completes a part from: VAE latent of the masked part views (I⊙M) ++ VAE latent of the
-whole object's views (context) ++ the noisy latent ++ the part mask at latent resolution: with a
-4-channel latent, ``conv_in`` takes 4·3 + 1 = 13 channels. The editing variant is the same network
+PartGen (§3.3) completes a part from the noisy latent ++ the VAE latent of the masked part views
+(I⊙M) ++ the VAE latent of the whole object's views (context) ++ the part mask at latent resolution,
+in that channel order (``complete.COMPLETION_CHANNELS``, built by ``complete.completion_unet_input``):
+with a 4-channel latent, ``conv_in`` takes 4·3 + 1 = 13 channels. The editing variant is the same network
 with a text instruction in place of the empty prompt. No weights were released; the format is the
 segmenter's (``partgen.json`` with ``"format": "partgen-completion"`` + diffusers ``unet/``).
 """
@@ -16,7 +17,7 @@ import torch
 
 from ..multiview.catalog import resolve_multiview_model
 from ..multiview.zero123pp import Zero123PlusModel, encode_prompt, load_zero123plus
-from ..segmentation.partgen_model import PartGenDiffusionModel, read_partgen_checkpoint
+from ..partgen_checkpoint import PartGenDiffusionModel, read_partgen_checkpoint
 from ..weights import WeightsError
 
 FORMAT = "partgen-completion"

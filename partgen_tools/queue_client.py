@@ -1,6 +1,6 @@
 """Queue an API-format workflow on a running ComfyUI server and download what it produces.
 
-    python -m partgen_models.queue_client workflows/api/image_to_object_mesh_api.json \\
+    python -m partgen_tools.queue_client workflows/api/image_to_object_mesh_api.json \\
         --server http://127.0.0.1:8188 --image chair.png --set 3.seed=5 --set 3.steps=10 --out results/
 
 ``--image`` is uploaded to the server's input folder and every LoadImage node is pointed at it;
@@ -479,7 +479,7 @@ class _Progress:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m partgen_models.queue_client", description=__doc__.splitlines()[0],
+        prog="python -m partgen_tools.queue_client", description=__doc__.splitlines()[0],
         epilog="exit status: 0 success, 1 workflow failed, 2 bad arguments, 3 server unreachable or prompt lost, "
                "130 interrupted")
     parser.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/api/*_api.json)")

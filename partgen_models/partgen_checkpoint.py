@@ -1,16 +1,15 @@
-"""PartGen's segmentation network on a Zero123++ v1.2 base, in our own checkpoint format.
+"""PartGen's checkpoint format, shared by its segmentation and completion networks.
 
-PartGen (§3.2) fine-tunes its multi-view generator into a segmenter by doubling the UNet's input
-channels: noisy latent ++ VAE latent of the object's view grid; the output is a colour-coded grid.
-No weights were ever released, so the format is ours:
+PartGen (Chen et al. 2025) released no weights, so the format is ours: a folder in models/partgen/
+holding a fine-tuned Zero123++ v1.2 UNet and a small description,
 
-    partgen-segmentation/
+    partgen-segmentation/  (or partgen-completion/)
       partgen.json      {"format": "partgen-segmentation", "version": 1,
                          "base_model": "zero123plus-v1.2", "palette": [[r, g, b], ...]}
-      unet/config.json, unet/diffusion_pytorch_model.safetensors   (diffusers UNet, in_channels 8)
+      unet/config.json, unet/diffusion_pytorch_model.safetensors
 
-Everything else (VAE, CLIP image encoder, image processors, scheduler, FlexDiffuse ramp) comes from
-the base Zero123++ folder, loaded through the same loader.
+while the VAE, image encoder, scheduler and ramp come from the base Zero123++ folder. This module
+reads and finds such folders; ``segmentation/segmenter.py`` and ``completion/completer.py`` load them.
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ from typing import Sequence
 
 import torch
 
-from ..multiview.catalog import resolve_multiview_model
-from ..multiview.zero123pp import Zero123PlusModel, load_zero123plus
-from ..weights import WeightsError
+from .modules import DeviceFromWeights
+from .multiview.zero123pp import Zero123PlusModel
+from .weights import WeightsError
 
-FORMAT = "partgen-segmentation"
 CONFIG_NAME = "partgen.json"
 
 
@@ -55,49 +53,15 @@ def read_partgen_checkpoint(folder: Path, expected_format: str) -> PartGenCheckp
     return PartGenCheckpoint(Path(folder), str(config.get("base_model", "zero123plus-v1.2")), palette)
 
 
-class PartGenDiffusionModel(torch.nn.Module):
+class PartGenDiffusionModel(DeviceFromWeights, torch.nn.Module):
     """A PartGen network: the Zero123++-based diffusion model it runs on, as one module for hosts."""
 
     def __init__(self, diffusion: Zero123PlusModel) -> None:
         super().__init__()
         self.diffusion = diffusion
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.diffusion.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.diffusion.device
-
-    @device.setter
-    def device(self, value) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
-
-
-class PartGenSegmentationModel(PartGenDiffusionModel):
-    """The diffusion model plus the palette its colour code uses."""
-
-    def __init__(self, diffusion: Zero123PlusModel, palette: tuple) -> None:
-        super().__init__(diffusion)
-        self.palette = palette
-
-
-def load_partgen_segmenter(
-    folder: Path, search_dirs: Sequence[Path], dtype: torch.dtype = torch.float32
-) -> PartGenSegmentationModel:
-    checkpoint = read_partgen_checkpoint(folder, FORMAT)
-    if len(checkpoint.palette) < 2:
-        raise WeightsError(f"{folder / CONFIG_NAME} lists {len(checkpoint.palette)} palette colours; need at least 2")
-    base = resolve_multiview_model(checkpoint.base_model, search_dirs)
-    diffusion = load_zero123plus(base.folder, dtype=dtype, flavour="partgen-segmentation", unet_folder=folder / "unet")
-    config = diffusion.unet.config
-    if config.in_channels != 2 * config.out_channels:
-        raise WeightsError(
-            f"{folder / 'unet'} takes {config.in_channels} input channels; PartGen's segmenter takes "
-            f"{2 * config.out_channels} (noisy latent + object-grid latent)"
-        )
-    return PartGenSegmentationModel(diffusion, checkpoint.palette)
+    def weights_reference(self) -> torch.Tensor:
+        return self.diffusion.weights_reference()
 
 
 def list_partgen_checkpoints(search_dirs: Sequence[Path], expected_format: str) -> list[str]:
@@ -124,5 +88,5 @@ def find_partgen_checkpoint(name: str, search_dirs: Sequence[Path], expected_for
     raise WeightsError(
         f"no {expected_format} checkpoint named {name!r} in {', '.join(str(d) for d in search_dirs)}. PartGen's "
         f"authors released no weights: put a checkpoint in this pack's format (a folder with {CONFIG_NAME} and "
-        f"unet/, see partgen_models/segmentation/partgen_model.py) into models/partgen/"
+        f"unet/, see partgen_models/partgen_checkpoint.py) into models/partgen/"
     )

@@ -441,6 +441,9 @@ def replace_block(text: str, block: str, content: str) -> str:
 
 def render_readme(readme: str, workflows_folder: Path, object_info: dict, repo_root: Path) -> str:
     """The README with its generated blocks (workflow walkthroughs, node reference) brought up to date."""
+    from .readme_status import status_section
+
+    readme = replace_block(readme, "status", status_section(name for name in object_info if name.startswith("PartGen")))
     readme = replace_block(readme, "workflows", workflows_section(workflows_folder, object_info, repo_root))
     return replace_block(readme, "node-reference", node_reference(object_info))
 
@@ -483,7 +486,7 @@ def load_object_info(source: str) -> dict:
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m partgen_models.workflow_format",
+        prog="python -m partgen_tools.workflow_format",
         description="Convert a UI-format ComfyUI workflow to API format, draw it as Mermaid, or regenerate this "
                     f"repository's API twins and README blocks ({SYNC_COMMAND} does that against a ComfyUI it starts).")
     parser.add_argument("--object-info", required=True, help="a saved /object_info JSON file, or a server URL")

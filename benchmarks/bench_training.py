@@ -1,0 +1,259 @@
+"""Training benchmark: does training help (tiny, CPU), and how fast is a real-size step (GPU).
+
+    python benchmarks/bench_training.py                        # --size tiny: mAP before/after training, CPU
+    python benchmarks/bench_training.py --size real            # real-size bf16 steps on a CUDA GPU (< 3 min)
+    python benchmarks/bench_training.py --size real --task completion --batch-size 8
+
+``--size tiny`` trains a tiny segmenter on a training set built from the procedural generator (seed 1,
+``--objects`` objects; the evaluation set is seed 0, so the objects scored are never trained on) for a
+fixed budget of ``--steps`` steps and prints PartGen's automatic-mode metrics (mAP50/75, recall@K) of
+the untrained (step 0: the base UNet with zero-initialised extra inputs) and the trained model, scored
+by the trainer's own periodic evaluation. A random tiny VAE does not reconstruct what it encodes, so
+the script first fits the tiny base's VAE as an autoencoder on the training grids (``--vae-steps``) and
+sets its scaling factor so scaled latents have unit variance, as Stable Diffusion's has; the base stays
+in the release's folder layout and loads through the same loader.
+
+``--size real`` builds the real Zero123++ v1.2 architecture (866M UNet widened to 8 / 13 inputs,
+the SD VAE, the ViT-H CLIP image encoder) with random weights on the GPU, a small training set of
+procedural objects at 320 px (rendered on the GPU), and times ``--steps`` optimiser steps after
+``--warmup`` steps, bf16 mixed precision and gradient checkpointing as the example configs use.
+Prints samples/s, seconds per step, peak CUDA memory and the loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import peak_bytes, reset_peak, sync  # noqa: E402
+
+from partgen_models.evaluation.procedural import write_evaluation_set  # noqa: E402
+from partgen_models.training.build_dataset import DatasetOptions, build_dataset  # noqa: E402
+from partgen_models.training.config import config_from_dict  # noqa: E402
+
+logger = logging.getLogger("bench_training")
+
+
+def _build_set(work: Path, objects: int, view_size: int, input_size: int, device: str | None) -> Path:
+    assets, data = work / "assets", work / f"data-{view_size}"
+    if len(list(assets.glob("*.glb"))) < objects:
+        write_evaluation_set(assets, count=objects, seed=1, overwrite=True)
+    options = DatasetOptions(view_size=view_size, input_size=input_size, supersample=1)
+    build_dataset(assets, data, options, device=device, progress=False)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------
+# tiny: mAP before and after
+
+
+def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
+    """Train the tiny base's VAE to reconstruct training grids (objects and colour-coded targets); write it
+    back into ``base/vae`` with a scaling factor giving scaled latents unit variance."""
+    from safetensors.torch import save
+
+    from partgen_models.multiview.zero123pp import load_zero123plus
+    from partgen_models.training.data import StepBatches, TrainingSet
+    from partgen_models.training.shards import write_atomic_bytes
+
+    vae = load_zero123plus(base).vae.train().requires_grad_(True)
+    batches = StepBatches(TrainingSet(data), "segmentation", 4, seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(seed)
+    last = float("nan")
+    for step in range(steps):
+        batch = batches[step]
+        grids = torch.cat([batch["condition"], batch["target"]])  # (8, 3, H, W) in 0..1
+        pixels = (grids * 2 - 1) * 0.5 / 0.8  # the sampler's image scaling
+        posterior = vae.encode(pixels).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        loss = torch.nn.functional.mse_loss(vae.decode(latents).sample, pixels) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        last = float(loss.detach())
+    vae.eval()
+    with torch.no_grad():
+        grids = torch.cat([batches[i]["target"] for i in range(4)])
+        means = vae.encode((grids * 2 - 1) * 0.5 / 0.8).latent_dist.mean
+    # scale_latents computes (z·s − 0.22)·0.75: unit variance when s = 1 / (0.75 · std(z))
+    scaling = float(1.0 / (0.75 * means.std()))
+    vae.register_to_config(scaling_factor=scaling)
+    vae.save_config(str(base / "vae"))
+    state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    write_atomic_bytes(base / "vae" / "diffusion_pytorch_model.safetensors", save(state, metadata={"format": "pt"}))
+    return {"vae_loss": last, "scaling_factor": scaling}
+
+
+def run_tiny(args) -> None:
+    from accelerate import Accelerator
+
+    from partgen_models.testing.tiny_training import write_tiny_training_base
+    from partgen_models.training.trainer import PartGenTrainer
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="partgen-bench-training-"))
+    base = work / "models" / "zero123plus-v1.2"
+    if not (base / "model_index.json").is_file():
+        write_tiny_training_base(base, seed=args.seed)
+    started = time.perf_counter()
+    data = _build_set(work, args.objects, 64, 64, None)
+    build_s = time.perf_counter() - started
+    vae = json.loads((base / "vae" / "config.json").read_text())
+    if not (base / "vae" / "fitted").is_file():
+        fitted = fit_tiny_vae(base, data, args.vae_steps, args.seed)
+        (base / "vae" / "fitted").write_text(json.dumps(fitted))
+        vae = json.loads((base / "vae" / "config.json").read_text())
+    logger.info("VAE scaling factor %.4f", vae["scaling_factor"])
+    run = work / f"run-{args.steps}-{args.seed}"
+    config = config_from_dict(dict(
+        dataset=str(data), output_dir=str(run), models_dir=str(work / "models"), max_steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, mixed_precision="no",
+        gradient_checkpointing=False, condition_dropout=0.0, eval_every=args.steps, eval_objects=args.eval_objects,
+        eval_steps=args.eval_steps, eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
+        keep_checkpoints=1, log_every=max(1, args.steps // 10), seed=args.seed))
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
+    trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
+    if trainer.step:
+        raise SystemExit(f"{run} already holds a finished run; remove it or pass another --work/--seed")
+    started = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - started
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in log if "eval/mAP50" in e]
+    losses = [e["loss"] for e in log if "loss" in e]
+    keys = ["eval/mAP50", "eval/mAP75", "eval/R@1", "eval/R@3", "eval/R@5", "eval/R@10"]
+    print(f"tiny segmenter, {args.objects} training objects (procedural seed 1, 64 px views), batch {args.batch_size}, "
+          f"lr {args.learning_rate}; scored on {args.eval_objects} evaluation objects (seed 0), {args.eval_samples} "
+          f"samples x {args.eval_steps} steps; device {accelerator.device}")
+    print(f"set built in {build_s:.0f} s; training {args.steps} steps (with evaluations) took {train_s:.0f} s; "
+          f"loss {losses[0]:.4f} (first logged) -> {losses[-1]:.4f} (last)")
+    print("| model | steps | " + " | ".join(k.split("/")[1] for k in keys) + " |")
+    print("|---|---:|" + "---:|" * len(keys))
+    for entry in evals:
+        name = "untrained (base + zero inputs)" if entry["step"] == 0 else "trained"
+        print(f"| {name} | {entry['step']} | " + " | ".join(f"{100 * entry[k]:.1f}" for k in keys) + " |")
+
+
+# ----------------------------------------------------------------------------------------------------
+# real: samples/s, memory, loss on a GPU
+
+
+def real_zero123plus(device: torch.device):
+    """The real Zero123++ v1.2 architecture, random weights, built on ``device``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from partgen_models.multiview.zero123pp import FLAVOURS, Zero123PlusModel, pil_image_processor_class
+    from partgen_models.testing.tiny_models import CLIP_MEAN, CLIP_STD, REAL_ZERO123PP_CONFIGS, SCHEDULER_CONFIG, processor_config
+
+    configs = REAL_ZERO123PP_CONFIGS
+    with torch.device(device):
+        unet = UNet2DConditionModel(**configs["unet"])
+        vae = AutoencoderKL(**configs["vae"])
+        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["vision_encoder"]))
+    processor = pil_image_processor_class()
+    generator = torch.Generator().manual_seed(0)
+    width = configs["unet"]["cross_attention_dim"]
+    return Zero123PlusModel(
+        unet=unet, vae=vae, vision_encoder=vision,
+        empty_prompt_embeds=torch.randn(1, 77, width, generator=generator).to(device),
+        ramping=torch.rand(77, 1, generator=generator).to(device),
+        feature_extractor_clip=processor.from_dict(processor_config(224, CLIP_MEAN, CLIP_STD)),
+        feature_extractor_vae=processor.from_dict(processor_config(512, [0.5] * 3, [0.8] * 3)),
+        scheduler_config=SCHEDULER_CONFIG, flavour=FLAVOURS["partgen-segmentation"], name="zero123plus-v1.2",
+    )
+
+
+def run_real(args) -> None:
+    from accelerate import Accelerator
+
+    from partgen_models.training.trainer import PartGenTrainer
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--size real needs a CUDA GPU (the real UNet has 866M parameters); use --size tiny on a CPU")
+    device = torch.device("cuda")
+    work = Path(args.work or tempfile.mkdtemp(prefix="partgen-bench-training-real-"))
+    started = time.perf_counter()
+    data = _build_set(work, args.objects, 320, 512, "cuda")
+    build_s = time.perf_counter() - started
+    accelerator = Accelerator(mixed_precision=args.precision)
+    diffusion = real_zero123plus(device)
+    config = config_from_dict(dict(
+        dataset=str(data), output_dir=str(work / "run"), models_dir=str(work / "models"),
+        max_steps=args.warmup + args.steps, batch_size=args.batch_size, learning_rate=1e-5, lr_warmup_steps=0,
+        mixed_precision=args.precision, gradient_checkpointing=not args.no_checkpointing, eval_every=0,
+        checkpoint_every=10_000_000, instruction_probability=0.0, seed=args.seed))
+    trainer = PartGenTrainer(args.task, config, accelerator=accelerator, diffusion=diffusion)
+    batches = [trainer.batches[step] for step in range(args.warmup + args.steps)]
+    for batch in batches[: args.warmup]:
+        trainer.train_step(batch)
+    sync(device)
+    reset_peak(device)
+    losses = []
+    started = time.perf_counter()
+    for batch in batches[args.warmup:]:
+        losses.append(trainer.train_step(batch).loss)
+    sync(device)
+    elapsed = time.perf_counter() - started
+    peak = peak_bytes(device) / 2**30
+    params = sum(p.numel() for p in diffusion.unet.parameters())
+    print(f"real-size {args.task} training step: UNet {params / 1e6:.0f}M params (in_channels "
+          f"{diffusion.unet.config.in_channels}), {args.precision}, gradient checkpointing "
+          f"{'off' if args.no_checkpointing else 'on'}, 320 px views (640x960 grid), {torch.cuda.get_device_name(device)}")
+    print(f"training set of {args.objects} objects built on the GPU in {build_s:.1f} s")
+    print("| task | batch | steps timed | s/step | samples/s | peak memory (GiB) | loss (first -> last) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    print(f"| {args.task} | {args.batch_size} | {args.steps} | {elapsed / args.steps:.3f} | "
+          f"{args.batch_size * args.steps / elapsed:.2f} | {peak:.1f} | {losses[0]:.4f} -> {losses[-1]:.4f} |")
+    if not all(math.isfinite(x) for x in losses):
+        raise SystemExit("non-finite loss")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=("tiny", "real"), default="tiny")
+    parser.add_argument("--task", choices=("segmentation", "completion"), default="segmentation",
+                        help="real size only; the tiny benchmark scores segmentation")
+    parser.add_argument("--work", help="working folder (kept; reused by a second run); default: a new temp folder")
+    parser.add_argument("--objects", type=int, default=None, help="training objects (tiny: 24, real: 8)")
+    parser.add_argument("--steps", type=int, default=None, help="tiny: training budget (300); real: timed steps (10)")
+    parser.add_argument("--warmup", type=int, default=3, help="real: untimed steps first")
+    parser.add_argument("--batch-size", type=int, default=None, help="tiny: 4; real: 4")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="tiny only")
+    parser.add_argument("--vae-steps", type=int, default=400, help="tiny: steps fitting the tiny VAE")
+    parser.add_argument("--eval-objects", type=int, default=6)
+    parser.add_argument("--eval-steps", type=int, default=10)
+    parser.add_argument("--eval-samples", type=int, default=3)
+    parser.add_argument("--precision", choices=("bf16", "fp16", "no"), default="bf16", help="real only")
+    parser.add_argument("--no-checkpointing", action="store_true", help="real: without gradient checkpointing")
+    parser.add_argument("--device", choices=("cpu", "auto"), default="cpu", help="tiny: where to train")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.size == "tiny":
+        args = replace_defaults(args, objects=24, steps=300, batch_size=4)
+        run_tiny(args)
+    else:
+        args = replace_defaults(args, objects=8, steps=10, batch_size=4)
+        run_real(args)
+
+
+def replace_defaults(args, **defaults):
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+if __name__ == "__main__":
+    main()

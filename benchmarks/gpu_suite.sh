@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The real-size GPU benchmarks in one go, for a lent GPU machine (one short, prepared run).
+#
+#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second (default: existing)
+#
+# Every table goes to stdout and to $OUT/gpu_tables.txt (or benchmarks/out/ when $OUT is unset), to be
+# pasted into benchmarks/RESULTS.md. Upstream code is never committed: PARTGEN_UPSTREAM (default
+# .upstream/) may hold a local copy of zero123plus' diffusers-support/pipeline.py (zero123plus/) and
+# InstantMesh's src/models/geometry/rep_3d (flexicubes/); comparisons whose copy is absent are skipped.
+# Each benchmark runs under its own time limit so that one slow stage cannot take the others down.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out_dir=${OUT:-benchmarks/out}
+mkdir -p "$out_dir"
+log="$out_dir/gpu_tables.txt"
+upstream=${PARTGEN_UPSTREAM:-.upstream}
+export PYTHONUNBUFFERED=1
+
+run() {  # run NAME SECONDS ARGS...: one benchmark, its output appended to the log
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: python $* (limit ${limit}s)" | tee -a "$log"
+    local start=$SECONDS
+    timeout "$limit" python "$@" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee -a "$log"
+    echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$log"
+}
+
+upstream_arg() {  # upstream_arg FLAG FOLDER: the flag and folder when the folder holds upstream's copy
+    [ -d "$upstream/$2" ] && echo "$1 $upstream/$2"
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
+  python -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"; } 2>&1 | tee -a "$log"
+
+stages=${*:-existing}
+for stage in $stages; do
+    case $stage in
+    existing)
+        # shellcheck disable=SC2046
+        run multiview_fp16 120 benchmarks/bench_multiview.py --size real --dtype fp16 --repeats 1 $(upstream_arg --upstream zero123plus)
+        run reconstruction_fp16 100 benchmarks/bench_reconstruction.py --size real --variant mesh --dtype fp16 --resolutions 128 256 --parts 1 4 8
+        run segmentation_fp16 100 benchmarks/bench_segmentation.py --partgen-size real --sam2-size large --dtype fp16 --repeats 1
+        run completion_fp16 70 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
+        # shellcheck disable=SC2046
+        run flexicubes_cuda 40 benchmarks/bench_flexicubes.py --devices cuda --resolutions 128 256 $(upstream_arg --upstream flexicubes)
+        run rendering_cuda 25 benchmarks/bench_rendering.py --devices cuda
+        ;;
+    second)
+        run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
+        # shellcheck disable=SC2046
+        run profile_multiview 90 benchmarks/profile_multiview.py --steps 4 $(upstream_arg --upstream zero123plus)
+        ;;
+    *)
+        echo "unknown stage $stage" | tee -a "$log"
+        ;;
+    esac
+done
