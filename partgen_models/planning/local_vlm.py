@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..modules import DeviceFromWeights
 from ..runtime import Runtime
 from ..weights import VLM_MODELS, WeightsError, ensure_model, is_installed
 from .planner import ChatOptions, downscaled
@@ -74,7 +75,7 @@ def _check_weights_files(folder: Path, expected: str) -> None:
         )
 
 
-class LocalVLM(torch.nn.Module):
+class LocalVLM(DeviceFromWeights, torch.nn.Module):
     """A Qwen3-VL with its processor (image resizing, tokenizer, chat template); answers
     :meth:`chat` as the planner's :class:`~.planner.ChatModel`."""
 
@@ -84,17 +85,8 @@ class LocalVLM(torch.nn.Module):
         self.processor = processor
         self.name = name
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @device.setter
-    def device(self, value) -> None:
-        pass  # hosts record where they put the model; the weights are the truth
+    def weights_reference(self) -> torch.Tensor:
+        return next(self.model.parameters())
 
     def chat(self, system: str, messages: list[tuple[str, str]], image: torch.Tensor, options: ChatOptions,
              runtime: Runtime) -> str:
