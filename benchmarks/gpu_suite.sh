@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-size GPU benchmarks in one go, for a lent GPU machine (one short, prepared run).
 #
-#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second (default: existing)
+#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second, completion (default: existing)
 #
 # Every table goes to stdout and to $OUT/gpu_tables.txt (or benchmarks/out/ when $OUT is unset), to be
 # pasted into benchmarks/RESULTS.md. Upstream code is never committed: PARTGEN_UPSTREAM (default
@@ -46,9 +46,15 @@ for stage in $stages; do
         run rendering_cuda 25 benchmarks/bench_rendering.py --devices cuda
         ;;
     second)
-        run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
+        run mmpart_fp16 80 benchmarks/bench_mmpart.py --size real --dtype fp16 --steps 28 --resolution 128
+        run training_real 90 benchmarks/bench_training.py --size real
+        run training_tiny_map 110 benchmarks/bench_training.py --device auto
+        run memory_cuda 70 benchmarks/bench_memory.py --devices cuda --size real --timeout 60
         # shellcheck disable=SC2046
-        run profile_multiview 90 benchmarks/profile_multiview.py --steps 4 $(upstream_arg --upstream zero123plus)
+        run profile_multiview 60 benchmarks/profile_multiview.py --steps 4 --rows 10 $(upstream_arg --upstream zero123plus)
+        ;;
+    completion)
+        run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
         ;;
     *)
         echo "unknown stage $stage" | tee -a "$log"
