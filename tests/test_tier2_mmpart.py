@@ -15,7 +15,7 @@ pytestmark = pytest.mark.tier2
 SHIPPED = "image_to_parts_mmpart_api.json"
 CI_TWIN = harness.CI_TWIN_WORKFLOWS[SHIPPED]
 # The shipped edit step (Qwen-Image-Edit-2511 through core nodes), which the CI twin replaces.
-EDIT_NODES = {"UNETLoader", "ModelSamplingAuraFlow", "CFGNorm", "CLIPLoader", "VAELoader", "ImageScaleToTotalPixels",
+EDIT_NODES = {"UNETLoader", "ModelSamplingAuraFlow", "CFGNorm", "CLIPLoader", "VAELoader", "ImageScaleToMaxDimension",
               "TextEncodeQwenImageEditPlus", "VAEEncode", "KSampler", "VAEDecode"}
 # Settings the twin shrinks for CI time; the graph and every other setting stay as shipped.
 CI_SETTINGS = {"max_new_tokens", "image_max_side", "on_unusable_reply", "steps", "resolution", "render_size",
