@@ -1,4 +1,4 @@
-"""comfyui-partgen: part-aware 3D generation for ComfyUI; the README's status lists which methods exist.
+"""comfyui-partgen: part-aware 3D generation for ComfyUI (PartGen and MMPart); the README's status lists the stages.
 
 ComfyUI calls ``comfy_entrypoint``; importing this file has no side effects and needs no ComfyUI.
 """

@@ -37,6 +37,8 @@ STAGES: tuple[MethodStage, ...] = (
     MethodStage("PartGen", "export (one GLB scene with a named node per part, manifest, per-part files)",
                 ("PartGenSaveParts",)),
     MethodStage("MMPart", "a VLM writes one isolation prompt per named part", ("PartGenLoadVLM", "PartGenPlanParts")),
+    MethodStage("MMPart", "the plan from an operator-configured chat endpoint or from ComfyUI's own TextGenerate",
+                ("PartGenVLMEndpoint", "PartGenPlanPrompt", "PartGenParsePlan")),
     MethodStage("MMPart", "each part isolated by an image-edit model, then given Zero123++ views",
                 ("PartGenCollectIsolatedParts",)),
     MethodStage("MMPart", "parts placed relative to each other as in the input image", ("PartGenPlaceParts",)),
