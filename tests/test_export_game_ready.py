@@ -225,10 +225,10 @@ def test_on_ground_moves_the_root_so_the_lowest_point_is_at_zero(tmp_path, car_p
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("crease_angle", float("nan"), "crease_angle must be a number within 0..180, got nan"),
+    ("crease_angle", float("nan"), "crease_angle is nan; give a finite number (default 60.0)"),
     ("crease_angle", 200.0, "crease_angle must be a number within 0..180, got 200.0"),
     ("roughness", 1.5, "roughness must be a number within 0..1, got 1.5"),
-    ("exploded", float("inf"), "exploded must be a number within 0..10, got inf"),
+    ("exploded", float("inf"), "exploded is inf; give a finite number (default 0.0)"),
 ])
 def test_bad_export_options_are_refused(field, value, message):
     with pytest.raises(ExportError, match=re_escape(message)):
