@@ -32,10 +32,19 @@ def _box_part(name: str, size: float, center=(0.0, 0.0, 0.0)) -> Part:
 
 
 def _nan_glb() -> bytes:
-    part = _box_part("body", 1.0)
-    broken = part.vertices.clone()
-    broken[0, 0] = float("nan")
-    return scene_glb_bytes([Part("body", broken, part.faces, part.vertex_colors), _box_part("lid", 0.5, (0, 0.8, 0))])
+    """A two-part GLB whose first part has a NaN vertex, written by trimesh (the pack's writer refuses NaN)."""
+    import trimesh
+
+    body = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    vertices = np.asarray(body.vertices).copy()
+    vertices[0, 0] = float("nan")
+    body = trimesh.Trimesh(vertices, body.faces, process=False)
+    lid = trimesh.creation.box(extents=(0.5, 0.5, 0.5))
+    lid.apply_translation((0.0, 0.8, 0.0))
+    scene = trimesh.Scene()
+    scene.add_geometry(body, node_name="body", geom_name="body")
+    scene.add_geometry(lid, node_name="lid", geom_name="lid")
+    return scene.export(file_type="glb")
 
 
 def _non_utf8_part_name_glb() -> bytes:
