@@ -156,7 +156,9 @@ def worker(case: str, device_name: str, size: str) -> None:
 
 def spawn(case: str, device: str, size: str, timeout: float) -> Optional[dict]:
     command = [sys.executable, __file__, "--worker", case, "--devices", device, "--size", size]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    # The worker imports this folder's helpers; keep the caller's PYTHONPATH (packages installed with --target).
+    paths = [str(Path(__file__).resolve().parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
