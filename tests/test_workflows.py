@@ -326,6 +326,9 @@ def object_info(server) -> dict:
 
 
 @pytest.mark.tier3
+# The twins are generated against the oldest host's node definitions (tools/sync_workflows.py); newer hosts
+# give core nodes other display names and new inputs (CFGNorm's pre_cfg), which their own conversion fills.
+@pytest.mark.comfyui_hosts("oldest")
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
 def test_ui_file_converts_to_its_twin(object_info, ui_file):
     converted = ui_to_api(_load(ui_file), object_info)
