@@ -23,43 +23,16 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import measure  # noqa: E402
 
 logger = logging.getLogger("bench_memory")
-
-
-def _rss(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith(key))
-
-
-def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, Optional[int]]:
-    """(seconds, peak memory growth in bytes, or None where it cannot be read) of one call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    elif Path("/proc/self/clear_refs").exists():
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        before = _rss("VmRSS:")
-    else:
-        before = None
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        return seconds, torch.cuda.max_memory_allocated(device) - before
-    return seconds, (_rss("VmHWM:") - before) if before is not None else None
 
 
 def _object_image(size: int = 256) -> torch.Tensor:

@@ -23,13 +23,14 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import measure  # noqa: E402
 
 from partgen_models.parts import Part  # noqa: E402
 from partgen_models.rendering import RenderCameras, RenderOptions, render_parts  # noqa: E402
@@ -49,36 +50,6 @@ def sphere_part(target_faces: int) -> Part:
     vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
     colors = (vertices + 1) / 2  # a smooth colour ramp, so interpolation is exercised
     return Part("sphere", vertices, torch.tensor(mesh.faces), colors)
-
-
-def _rss(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith(key))
-
-
-def measure(fn: Callable[[], object], device: torch.device) -> tuple[float, Optional[int]]:
-    """(seconds, peak memory growth in bytes or None where it cannot be read) of one call."""
-    peak: Optional[int] = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    elif Path("/proc/self/clear_refs").exists():
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        before = _rss("VmRSS:")
-    else:
-        before = None
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - before
-    elif before is not None:
-        peak = _rss("VmHWM:") - before
-    return seconds, peak
 
 
 def bench(part: Part, device: torch.device, repeats: int, options: RenderOptions) -> tuple[float, Optional[int], float]:
