@@ -136,7 +136,7 @@ class _ProgressAndInterrupt:
 def load_local_vlm(folder: Path, dtype: torch.dtype = torch.float32) -> LocalVLM:
     """A Qwen3-VL folder (transformers' layout: config.json, safetensors weights, tokenizer, processor,
     chat template) → :class:`LocalVLM`, strictly."""
-    from ..segmentation.sam2_backend import import_transformers_class
+    from ..segmentation.sam2_backend import from_pretrained_strictly, import_transformers_class
 
     folder = Path(folder)
     expected = "a Qwen3-VL checkpoint (Qwen/Qwen3-VL-*-Instruct)"
@@ -149,17 +149,7 @@ def load_local_vlm(folder: Path, dtype: torch.dtype = torch.float32) -> LocalVLM
     _check_weights_files(folder, expected)
     model_class = import_transformers_class("Qwen3VLForConditionalGeneration", "The Qwen3-VL planner")
     processor_class = import_transformers_class("AutoProcessor", "The Qwen3-VL planner")
-    try:
-        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
-    except Exception as error:  # corrupt JSON/safetensors: one actionable message
-        raise WeightsError(f"{folder} could not be loaded as {expected} ({type(error).__name__}: {error})") from error
-    problems = []
-    for label in ("missing_keys", "mismatched_keys"):
-        keys = sorted(str(k) for k in info.get(label, ()))
-        if keys:
-            problems.append(f"{len(keys)} {label.replace('_', ' ')} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
-    if problems:
-        raise WeightsError(f"{folder} is not {expected}: " + "; ".join(problems))
+    model = from_pretrained_strictly(model_class, folder, dtype, expected)
     try:
         processor = processor_class.from_pretrained(str(folder))
     except Exception as error:

@@ -151,6 +151,12 @@ def load_transformers_checkpoint(model_class, folder: Path, dtype: torch.dtype, 
     missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
     if missing:
         raise WeightsError(f"{folder} lacks {', '.join(missing)} (expected {expected} in transformers' layout)")
+    return from_pretrained_strictly(model_class, folder, dtype, expected).eval().requires_grad_(False)
+
+
+def from_pretrained_strictly(model_class, folder: Path, dtype: torch.dtype, expected: str):
+    """``model_class.from_pretrained(folder)`` where missing or mis-shaped weights, and files that cannot be
+    read, raise a :class:`WeightsError` naming the folder and ``expected`` instead of a random init."""
     try:
         model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
     except Exception as error:  # corrupt JSON/safetensors, wrong model type: one actionable message
@@ -162,7 +168,7 @@ def load_transformers_checkpoint(model_class, folder: Path, dtype: torch.dtype, 
             problems.append(f"{len(keys)} {label.replace('_', ' ')} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})")
     if problems:
         raise WeightsError(f"{folder} is not {expected}: " + "; ".join(problems))
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def _model_type(folder: Path) -> Optional[str]:
