@@ -75,3 +75,36 @@ def test_the_model_library_imports_no_tooling_comfyui_or_test_code():
     imports = _imports("partgen_models")
     for forbidden in ("partgen_tools", "aiohttp", "comfy", "comfy_api", "folder_paths", "comfyui_harness", "tests"):
         assert forbidden not in imports, f"partgen_models imports {forbidden}: {sorted(imports[forbidden])}"
+
+
+def test_tools_and_tooling_use_no_test_code():
+    """tools/ and partgen_tools/ obtain and start ComfyUI through partgen_tools.comfyui_host; the tests
+    build on it (tests/comfyui_harness.py), never the other way round."""
+    for package in ("tools", "partgen_tools"):
+        imports = _imports(package)
+        for forbidden in ("comfyui_harness", "tiny_models", "conftest", "tests"):
+            assert forbidden not in imports, f"{package}/ imports {forbidden}: {sorted(imports[forbidden])}"
+        for path in sorted((REPO / package).glob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            assert 'ROOT / "tests"' not in text and "sys.path.insert(0, str(_TESTS" not in text, \
+                f"{path.relative_to(REPO)} puts the tests folder on sys.path"
+
+
+def test_the_harness_reuses_the_tooling_host_code_instead_of_copying_it():
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import comfyui_harness as harness
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    from partgen_tools import comfyui_host
+
+    for name in ("comfyui_root", "ensure_cached_comfyui", "unpack_comfyui", "download_comfyui_archive",
+                 "selected_hosts", "free_port", "write_tiny_models", "HOSTS", "ComfyUIUnavailable"):
+        assert getattr(harness, name) is getattr(comfyui_host, name), name
+    assert issubclass(harness.ComfyUIServer, comfyui_host.ComfyUIServer)
+    defined_in_harness = {n.name for n in ast.parse((REPO / "tests" / "comfyui_harness.py").read_text()).body
+                          if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined_in_host = {n.name for n in ast.parse((REPO / "partgen_tools" / "comfyui_host.py").read_text()).body
+                       if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    # make_base_dir and ComfyUIServer are extended (they call or subclass the tooling's), not copied
+    assert defined_in_harness & defined_in_host <= {"make_base_dir", "ComfyUIServer"}, defined_in_harness & defined_in_host

@@ -4,7 +4,7 @@
     python tools/frontend_screenshots.py --out shots/ --host 0.3.75 --size 1920x1080
     python tools/frontend_screenshots.py --out shots/ --chromium /usr/bin/chromium
 
-What it uses, all from the package registries: the ComfyUI host the tests use (``tests/comfyui_harness.py``
+What it uses, all from the package registries: the ComfyUI host the tests use (``partgen_tools/comfyui_host.py``
 unpacks it into ``.cache/``), the ``comfyui-frontend-package`` version that host's requirements pin
 (downloaded into ``.cache/frontend-<version>/``), Playwright for Python (``pip install playwright``)
 driving Debian's Chromium (``apt-get install -y chromium``; Playwright's own browser download is not
@@ -28,9 +28,9 @@ import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT))
 
-import comfyui_harness as harness  # noqa: E402
+from partgen_tools import comfyui_host  # noqa: E402
 
 logger = logging.getLogger("frontend_screenshots")
 
@@ -44,12 +44,12 @@ QUIET_SETTINGS = {
 
 def frontend_static(version: str, timeout_s: float = 600.0) -> Path:
     """``.cache/frontend-<version>/static``: the frontend wheel's built files, downloaded once."""
-    target = harness.CACHE_DIR / f"frontend-{version}"
+    target = comfyui_host.CACHE_DIR / f"frontend-{version}"
     static = target / "static"
     if (static / "index.html").is_file():
         return static
-    harness.CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=harness.CACHE_DIR, prefix=".frontend-") as tmp:
+    comfyui_host.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=comfyui_host.CACHE_DIR, prefix=".frontend-") as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                         "-d", tmp, f"comfyui-frontend-package=={version}"],
                        check=True, timeout=timeout_s, stdin=subprocess.DEVNULL, capture_output=True)
@@ -73,7 +73,7 @@ def frontend_static(version: str, timeout_s: float = 600.0) -> Path:
     return static
 
 
-def screenshot_workflows(out_dir: Path, host: harness.ComfyUIHost, size: tuple[int, int], chromium: str,
+def screenshot_workflows(out_dir: Path, host: comfyui_host.ComfyUIHost, size: tuple[int, int], chromium: str,
                          settle_ms: int = 2500) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -82,12 +82,12 @@ def screenshot_workflows(out_dir: Path, host: harness.ComfyUIHost, size: tuple[i
     static = frontend_static(host.frontend_version)
     shots = []
     with tempfile.TemporaryDirectory(prefix="partgen-frontend-") as tmp:
-        paths = harness.make_base_dir(Path(tmp), with_models=False)
+        paths = comfyui_host.make_base_dir(Path(tmp), with_models=False)
         paths["web"] = static
         settings = paths["user"] / "default" / "comfy.settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(QUIET_SETTINGS))
-        server = harness.ComfyUIServer(harness.comfyui_root(host), paths).start(timeout_s=300)
+        server = comfyui_host.ComfyUIServer(comfyui_host.comfyui_root(host), paths).start(timeout_s=300)
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -112,13 +112,13 @@ def screenshot_workflows(out_dir: Path, host: harness.ComfyUIHost, size: tuple[i
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
-    parser.add_argument("--host", default=harness.HOST_0_30_0.version, choices=[h.version for h in harness.HOSTS])
+    parser.add_argument("--host", default=comfyui_host.HOST_0_30_0.version, choices=[h.version for h in comfyui_host.HOSTS])
     parser.add_argument("--size", default="1280x720", help="browser window, WIDTHxHEIGHT")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     width, height = (int(v) for v in args.size.lower().split("x"))
-    host = {h.version: h for h in harness.HOSTS}[args.host]
+    host = {h.version: h for h in comfyui_host.HOSTS}[args.host]
     for shot in screenshot_workflows(args.out, host, (width, height), args.chromium):
         print(shot)
     return 0

