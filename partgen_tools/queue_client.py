@@ -1,6 +1,6 @@
 """Queue an API-format workflow on a running ComfyUI server and download what it produces.
 
-    python -m partgen_tools.queue_client workflows/api/image_to_object_mesh_api.json \\
+    python -m partgen_tools.queue_client example_workflows/api/image_to_object_mesh_api.json \\
         --server http://127.0.0.1:8188 --image chair.png --set 3.seed=5 --set 3.steps=10 --out results/
 
 ``--image`` is uploaded to the server's input folder and every LoadImage node is pointed at it;
@@ -482,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m partgen_tools.queue_client", description=__doc__.splitlines()[0],
         epilog="exit status: 0 success, 1 workflow failed, 2 bad arguments, 3 server unreachable or prompt lost, "
                "130 interrupted")
-    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/api/*_api.json)")
+    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. example_workflows/api/*_api.json)")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address (default %(default)s)")
     parser.add_argument("--image", type=Path, help="upload this image and load it in every LoadImage node")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",

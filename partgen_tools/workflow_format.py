@@ -44,7 +44,12 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 MODE_NEVER, MODE_BYPASS = 2, 4
 
 API_SUFFIX = "_api.json"
-API_FOLDER = "api"  # workflows/api/: served with the UI files but not listed in the template browser
+# The folder ComfyUI's template browser reads in a custom node pack (0.3.75 and 0.30.0 also accept
+# "workflows", "examples", ... but log that the pack should rename it to this).
+EXAMPLE_FOLDER = "example_workflows"
+API_FOLDER = "api"  # example_workflows/api/: served with the UI files but not listed in the template browser
+# A file name every OS accepts: no path separators, nothing Windows reserves, no control characters.
+_UNSAFE_FILE_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 README_BLOCKS = ("workflows", "node-reference")
 SYNC_COMMAND = "python tools/sync_workflows.py"
 # Combos listing files on disk: their options depend on the installation, so the reference omits them.
@@ -251,17 +256,41 @@ def dump_api(prompt: dict[str, dict]) -> str:
 
 
 def ui_workflow_files(folder: Path) -> list[Path]:
-    """The UI-format workflows of ``folder`` (``workflows/``), in walkthrough order."""
+    """The UI-format workflows of ``folder`` (``example_workflows/``), in walkthrough order."""
     files = [p for p in Path(folder).glob("*.json") if not p.name.endswith(API_SUFFIX)]
     return sorted(files, key=lambda p: (_walkthrough(json.loads(p.read_text())).get("order", 1000), p.name))
 
 
-def api_twin_path(ui_file: Path) -> Path:
-    return ui_file.parent / API_FOLDER / f"{ui_file.stem}{API_SUFFIX}"
+def template_file_name(title: str) -> str:
+    """The UI file's name for a workflow titled ``title``.
+
+    ComfyUI's template browser (frontends 1.32 and 1.47, which ComfyUI 0.3.75 and 0.30.0 pin) titles a
+    custom node's template with its file stem and nothing else: the i18n lookup
+    ``templateWorkflows.template.<module>.<name>`` is made for ComfyUI's own templates only. So the stem
+    is the title, with the arrow written out (``Image → parts`` becomes ``Image to parts``) to keep
+    file names plain ASCII."""
+    stem = " ".join(title.replace("→", "to").split())
+    if not stem or _UNSAFE_FILE_NAME.search(stem) or not stem.isascii() or stem.endswith("."):
+        raise WorkflowFormatError(f"workflow title {title!r} cannot be a file name on every OS: use plain ASCII "
+                                  "without \\ / : * ? \" < > |, not ending in a dot")
+    return f"{stem}.json"
+
+
+def api_twin_path(ui_file: Path, workflow: Optional[dict] = None) -> Path:
+    """``api/<extra.partgen.api_twin>`` beside the UI file: the twin keeps a short snake_case name for
+    scripts (``image_to_parts_api.json``) while the UI file is named after its title."""
+    if workflow is None:
+        workflow = json.loads(Path(ui_file).read_text())
+    name = _walkthrough(workflow).get("api_twin") or f"{Path(ui_file).stem}{API_SUFFIX}"
+    if not name.endswith(API_SUFFIX) or _UNSAFE_FILE_NAME.search(name):
+        raise WorkflowFormatError(f"{Path(ui_file).name}: extra.partgen.api_twin {name!r} must be a plain file "
+                                  f"name ending in {API_SUFFIX}")
+    return Path(ui_file).parent / API_FOLDER / name
 
 
 def _walkthrough(workflow: dict) -> dict:
-    """``extra.partgen``: the walkthrough's title and place in the README."""
+    """``extra.partgen``: the walkthrough's title (also the file's name, see ``template_file_name``), its
+    summary and place in the README, and the API twin's file name."""
     return (workflow.get("extra") or {}).get("partgen") or {}
 
 
@@ -337,7 +366,7 @@ def walkthrough(ui_file: Path, workflow: dict, object_info: Optional[dict] = Non
     meta = _walkthrough(workflow)
     title = meta.get("title") or ui_file.stem.replace("_", " ")
     rel = ui_file.relative_to(repo_root).as_posix() if repo_root else ui_file.name
-    twin = api_twin_path(ui_file)
+    twin = api_twin_path(ui_file, workflow)
     twin_rel = twin.relative_to(repo_root).as_posix() if repo_root else twin.name
     out = [f"### {title}", "", f"`{rel}` (API format: `{twin_rel}`)", ""]
     if meta.get("summary"):
@@ -454,17 +483,25 @@ def render_readme(readme: str, workflows_folder: Path, object_info: dict, repo_r
 
 def sync(repo_root: Path, object_info: dict, check: bool = False) -> list[str]:
     """Bring the UI files' widget values up to the node definitions (defaults for inputs added since),
-    regenerate ``workflows/api/*_api.json`` and the README's generated blocks; return what was (or,
-    with ``check``, would be) changed."""
-    folder = repo_root / "workflows"
+    regenerate ``example_workflows/api/*_api.json`` and the README's generated blocks; return what was
+    (or, with ``check``, would be) changed."""
+    folder = repo_root / EXAMPLE_FOLDER
     targets: list[tuple[Path, str]] = []
+    changed = []
     for ui_file in ui_workflow_files(folder):
         workflow = complete_widget_values(json.loads(ui_file.read_text()), object_info)
+        named = ui_file.with_name(template_file_name(_walkthrough(workflow).get("title") or ui_file.stem))
+        if named != ui_file:  # the template browser shows the file name: it follows the title
+            changed.append(f"{ui_file.relative_to(repo_root).as_posix()} -> {named.name}")
+            if not check:
+                for old_path, new_path in ((ui_file, named), (ui_file.with_suffix(".jpg"), named.with_suffix(".jpg"))):
+                    if old_path.is_file():
+                        old_path.replace(new_path)
+                ui_file = named
         targets.append((ui_file, dump_ui(workflow)))
-        targets.append((api_twin_path(ui_file), dump_api(ui_to_api(workflow, object_info))))
+        targets.append((api_twin_path(ui_file, workflow), dump_api(ui_to_api(workflow, object_info))))
     readme = repo_root / "README.md"
     targets.append((readme, render_readme(readme.read_text(), folder, object_info, repo_root)))
-    changed = []
     for path, text in targets:
         if not path.is_file() or path.read_text() != text:
             changed.append(path.relative_to(repo_root).as_posix())
@@ -495,7 +532,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     convert.add_argument("workflow", type=Path)
     draw = sub.add_parser("mermaid", help="print a UI workflow as a Mermaid flowchart")
     draw.add_argument("workflow", type=Path)
-    update = sub.add_parser("sync", help="rewrite workflows/api/*_api.json and the README's generated blocks")
+    update = sub.add_parser("sync", help="rewrite example_workflows/api/*_api.json and the README's generated blocks")
     update.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     update.add_argument("--check", action="store_true", help="only report what is out of date (exit 1 if anything)")
     args = parser.parse_args(None if argv is None else list(argv))

@@ -44,9 +44,9 @@ from partgen_tools.comfyui_host import (  # noqa: E402,F401  (re-exported for th
     free_port, missing_comfyui_imports, selected_hosts, unpack_comfyui, write_tiny_models)
 from partgen_tools.comfyui_host import child_env as _child_env, tail as _tail  # noqa: E402
 
-EXAMPLE_IMAGE = REPO_ROOT / "workflows" / "partgen_example_object.png"
-EXAMPLE_MESH = REPO_ROOT / "workflows" / "partgen_example_chair.glb"  # input/3d/, where ComfyUI keeps uploaded meshes
-API_WORKFLOWS = REPO_ROOT / "workflows" / "api"  # API twins of the UI workflows in workflows/
+EXAMPLE_IMAGE = REPO_ROOT / "example_workflows" / "partgen_example_object.png"
+EXAMPLE_MESH = REPO_ROOT / "example_workflows" / "partgen_example_chair.glb"  # input/3d/, where ComfyUI keeps uploaded meshes
+API_WORKFLOWS = REPO_ROOT / "example_workflows" / "api"  # API twins of the UI workflows in example_workflows/
 # Shipped API workflows that need weights tests cannot make: validated against the node definitions
 # (execution.validate_prompt) but never executed. Their core loaders' files exist as empty placeholders,
 # since validation only checks that a name is listed.
@@ -62,7 +62,7 @@ _PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoint
 # checkpoint) swapped for core nodes, executed on the tiny checkpoints. UI file (with notes saying what
 # was swapped) in tests/workflows/, its API form in tests/workflows/api/; keyed by the shipped twin.
 CI_TWIN_WORKFLOWS = {
-    "image_to_parts_mmpart_api.json": REPO_ROOT / "tests" / "workflows" / "api" / "image_to_parts_mmpart_ci_api.json",
+    "image_to_parts_mmpart_api.json": REPO_ROOT / "tests" / "example_workflows" / "api" / "image_to_parts_mmpart_ci_api.json",
 }
 def strict_mode() -> bool:
     """In CI (or when asked) a ComfyUI that cannot be obtained is a failure, not a skip."""
@@ -124,7 +124,7 @@ def make_base_dir(base: Path, *, with_models: bool = True, tiny_models: Path | N
 
 
 def load_api_workflows(validate_only: bool = False) -> dict[str, dict[str, Any]]:
-    """The shipped ``workflows/api/*_api.json`` (API format) that tests execute, keyed by file name;
+    """The shipped ``example_workflows/api/*_api.json`` (API format) that tests execute, keyed by file name;
     with ``validate_only``, those of ``VALIDATE_ONLY_WORKFLOWS`` instead."""
     out = {}
     for path in sorted(API_WORKFLOWS.glob("*_api.json")):

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_headless_tiny_run_writes_grid_views_and_cameras(tmp_path):
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "partgen_models", str(REPO / "workflows" / "partgen_example_object.png"),
+        sys.executable, "-m", "partgen_models", str(REPO / "example_workflows" / "partgen_example_object.png"),
         "--out", str(out), "--tiny", "--steps", "2", "--view-size", "64", "--seed", "7", "--device", "cpu",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -35,7 +35,7 @@ def test_headless_tiny_run_writes_grid_views_and_cameras(tmp_path):
 
 def test_headless_run_without_weights_says_where_to_put_them(tmp_path):
     command = [
-        sys.executable, "-m", "partgen_models", str(REPO / "workflows" / "partgen_example_object.png"),
+        sys.executable, "-m", "partgen_models", str(REPO / "example_workflows" / "partgen_example_object.png"),
         "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models"), "--device", "cpu",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -45,7 +45,7 @@ def test_headless_run_without_weights_says_where_to_put_them(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-EXAMPLE = REPO / "workflows" / "partgen_example_object.png"
+EXAMPLE = REPO / "example_workflows" / "partgen_example_object.png"
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -24,7 +24,7 @@ import comfyui_harness as harness
 from partgen_tools import queue_client as qc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO_ROOT / "workflows" / "api"
+WORKFLOWS = REPO_ROOT / "example_workflows" / "api"
 MESH_WORKFLOW = WORKFLOWS / "image_to_object_mesh_api.json"
 VIEWS_WORKFLOW = WORKFLOWS / "image_to_views_api.json"
 LONG_RUN = ["--set", "3.steps=300", "--set", "3.view_size=64"]  # sampling long enough to be stopped

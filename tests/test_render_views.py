@@ -16,7 +16,7 @@ from partgen_models.rendering.asset_views import INPUT_SIZE, AssetViewOptions, a
 from partgen_models.rendering.renderer import RenderError, RenderOptions
 from partgen_models.parts import placed_mesh
 
-EXAMPLE_MESH = Path(__file__).resolve().parents[1] / "workflows" / "partgen_example_chair.glb"
+EXAMPLE_MESH = Path(__file__).resolve().parents[1] / "example_workflows" / "partgen_example_chair.glb"
 FAST = AssetViewOptions(view_size=64, render=RenderOptions(supersample=1))
 
 
@@ -31,7 +31,7 @@ def fast_views():
 
 
 def test_example_mesh_is_the_procedural_chair():
-    """workflows/partgen_example_chair.glb is generate_object("chair", 0), so it can be regenerated."""
+    """example_workflows/partgen_example_chair.glb is generate_object("chair", 0), so it can be regenerated."""
     loaded = load_parts(EXAMPLE_MESH)  # default options: a manifold mesh, as Load Parts requires
     made = generate_object("chair", 0).parts
     assert [p.name for p in loaded] == [p.name for p in made] == [

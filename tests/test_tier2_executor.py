@@ -70,7 +70,7 @@ def _base_workflow() -> dict:
     for prompt in WORKFLOWS.values():
         if harness.nodes_of_class(prompt, MULTIVIEW):
             return copy.deepcopy(prompt)
-    pytest.fail("no workflows/*_api.json contains a PartGenMultiView node")
+    pytest.fail("no example_workflows/api/*_api.json contains a PartGenMultiView node")
 
 
 CHAIR_PARTS = ["backrest", "leg_back_left", "leg_back_right", "leg_front_left", "leg_front_right", "seat"]
@@ -208,7 +208,7 @@ def test_pack_is_loaded_through_extra_model_paths(results, comfyui_base):
 
 
 def test_workflows_exist():
-    assert WORKFLOWS, "workflows/ ships no *_api.json (API-format) workflow"
+    assert WORKFLOWS, "example_workflows/api/ ships no *_api.json (API-format) workflow"
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))

@@ -47,7 +47,7 @@ def _views_workflow() -> dict:
     for prompt in workflows.values():
         if harness.nodes_of_class(prompt, MULTIVIEW):
             return copy.deepcopy(prompt)
-    pytest.fail("no workflows/*_api.json contains a PartGenMultiView node")
+    pytest.fail("no example_workflows/api/*_api.json contains a PartGenMultiView node")
 
 
 def _multiview_id(prompt: dict) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "example_workflows"
 UI_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
 
 NODE_TITLE_HEIGHT = 30  # LiteGraph's title bar, drawn above pos

@@ -21,8 +21,11 @@ import comfyui_harness as harness
 from partgen_tools.workflow_format import (
     API_SUFFIX,
     WorkflowFormatError,
+    EXAMPLE_FOLDER,
     api_twin_path,
     complete_widget_values,
+    sync,
+    template_file_name,
     mermaid,
     replace_block,
     ui_to_api,
@@ -30,9 +33,9 @@ from partgen_tools.workflow_format import (
     widget_slots,
 )
 
-WORKFLOWS_DIR = harness.REPO_ROOT / "workflows"
+WORKFLOWS_DIR = harness.REPO_ROOT / EXAMPLE_FOLDER
 UI_FILES = ui_workflow_files(WORKFLOWS_DIR)
-SYNC_HINT = "run `python tools/sync_workflows.py` to regenerate workflows/api/ and the README"
+SYNC_HINT = "run `python tools/sync_workflows.py` to regenerate example_workflows/api/ and the README"
 
 
 def _load(path: Path) -> dict:
@@ -264,12 +267,14 @@ def test_readme_blocks_need_their_markers():
 
 
 def test_every_ui_file_has_a_twin_and_every_twin_a_ui_file():
-    assert {p.stem for p in UI_FILES} >= {"image_to_parts", "text_to_parts", "mesh_to_parts", "edit_part"}
+    assert {api_twin_path(p).name for p in UI_FILES} >= {
+        "image_to_parts_api.json", "text_to_parts_api.json", "mesh_to_parts_api.json", "edit_part_api.json"}
     twins = {p.name for p in (WORKFLOWS_DIR / "api").glob("*.json")}
     assert twins == {api_twin_path(p).name for p in UI_FILES}, SYNC_HINT
+    assert len(twins) == len(UI_FILES), "two UI files name the same extra.partgen.api_twin"
     misplaced = sorted(p.name for p in WORKFLOWS_DIR.glob(f"*{API_SUFFIX}"))
-    assert not misplaced, (f"{misplaced}: API-format files belong in workflows/api/ (ComfyUI's template browser "
-                           "lists every workflows/*.json and cannot open API-format files)")
+    assert not misplaced, (f"{misplaced}: API-format files belong in example_workflows/api/ (ComfyUI's template browser "
+                           "lists every example_workflows/*.json and cannot open API-format files)")
 
 
 def _links_agree(workflow: dict) -> list[str]:
@@ -289,6 +294,44 @@ def _links_agree(workflow: dict) -> list[str]:
             if slot.get("link") is not None and slot["link"] not in used:
                 problems.append(f"node {node['id']} input {slot['name']} names missing link {slot['link']}")
     return problems
+
+
+def test_the_template_browser_shows_each_workflows_own_title():
+    """ComfyUI's template browser titles a custom node's template with the file stem only (frontends 1.32.9
+    and 1.47.12 look up ``templateWorkflows.template.*`` translations for ComfyUI's own templates, never
+    for a pack's), so each UI file and its thumbnail are named after the workflow's title."""
+    assert {p.stem for p in UI_FILES} >= {"Image to parts (PartGen)", "Image to parts (MMPart)", "Text to parts",
+                                          "Mesh file to parts", "Edit a part"}
+    for ui_file in UI_FILES:
+        title = _load(ui_file)["extra"]["partgen"]["title"]
+        assert ui_file.name == template_file_name(title), f"{ui_file.name} is titled {title!r}: {SYNC_HINT}"
+        assert ui_file.with_suffix(".jpg").is_file(), f"{ui_file.stem}.jpg: the template browser's thumbnail"
+    assert sorted(p.name for p in WORKFLOWS_DIR.glob("*.jpg")) == sorted(p.with_suffix(".jpg").name for p in UI_FILES)
+    assert template_file_name("Image → parts (PartGen)") == "Image to parts (PartGen).json"
+    for unusable in ("a/b", "what?", "", "Überblick"):
+        with pytest.raises(WorkflowFormatError, match="cannot be a file name on every OS"):
+            template_file_name(unusable)
+
+
+def test_sync_names_a_retitled_workflow_and_its_thumbnail_after_the_title(tmp_path):
+    ui_src = next(p for p in UI_FILES if api_twin_path(p).name == "image_to_views_api.json")
+    folder = tmp_path / EXAMPLE_FOLDER
+    folder.mkdir()
+    workflow = _load(ui_src)
+    workflow["extra"]["partgen"]["title"] = "Six views → one mesh"
+    (folder / ui_src.name).write_text(json.dumps(workflow))
+    (folder / ui_src.with_suffix(".jpg").name).write_bytes(b"\xff\xd8\xff")
+    (tmp_path / "README.md").write_text("".join(
+        f"<!-- BEGIN GENERATED {b}: python tools/sync_workflows.py rewrites this block; do not edit by hand -->\n"
+        f"<!-- END GENERATED {b} -->\n" for b in ("status", "workflows", "node-reference")))
+    # no node definitions needed for this graph's widgets beyond what the file holds: the twin is not checked here
+    info = {n["type"]: {"input": {}, "input_order": {}, "display_name": n["type"]} for n in workflow["nodes"]}
+    assert f"{EXAMPLE_FOLDER}/{ui_src.name} -> Six views to one mesh.json" in sync(tmp_path, info, check=True)
+    assert (folder / ui_src.name).is_file()  # --check renames nothing
+    sync(tmp_path, info)
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == ["Six views to one mesh.jpg",
+                                                                       "Six views to one mesh.json"]
+    assert (folder / "api" / "image_to_views_api.json").is_file()
 
 
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)

@@ -78,7 +78,7 @@ def screenshot_workflows(out_dir: Path, host: comfyui_host.ComfyUIHost, size: tu
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ui_files = sorted((REPO_ROOT / "workflows").glob("*.json"))
+    ui_files = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
     static = frontend_static(host.frontend_version)
     shots = []
     with tempfile.TemporaryDirectory(prefix="partgen-frontend-") as tmp:

