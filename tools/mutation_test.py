@@ -1,7 +1,7 @@
 """Mutation testing of the segmentation, selection, completion and export code: do the tests notice bugs?
 
     python tools/mutation_test.py              # every mutation, prints the survival table
-    python tools/mutation_test.py --list       # the mutations, without running anything
+    python tools/mutation_test.py --list       # the mutations, and which are stale, without running tests
     python tools/mutation_test.py --only select-point-swap nms-all-earlier
 
 Each mutation is one plausible bug (an off-by-one, a swapped order, a dropped term, a skipped step)
@@ -147,8 +147,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_completion.py::test_inconsistent_masks_are_explained",)),
     # --- export and checkpoint loading
     Mutation("export-node-file-name", _EXPORT, "export", "node named after the sanitised file name",
-             "scene.add_geometry(_trimesh(part, offset), node_name=part.name, geom_name=name)",
-             "scene.add_geometry(_trimesh(part, offset), node_name=name, geom_name=name)",
+             "MeshNode(name=prepared.part.name, positions=",
+             "MeshNode(name=prepared.file_name, positions=",
              (_EXPORT_PINNED, "tests/test_export.py")),
     Mutation("export-containment-removed", _EXPORT, "export", "the resolved-path containment check removed",
              "if os.path.commonpath([output_dir, folder]) != str(output_dir):", "if False:",
@@ -156,9 +156,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("export-dotdot-allowed", _EXPORT, "export.sanitize_prefix", "'..' in the prefix allowed",
              'if any(c == ".." for c in components):', "if False:", (_EXPORT_PINNED, "tests/test_export.py")),
     Mutation("export-explode-inward", _EXPORT, "export.exploded_offsets", "parts pushed towards the centre",
-             "direction = centroid - centre", "direction = centre - centroid", ("tests/test_export.py",)),
+             "direction = (box_low + box_high) / 2 - centre", "direction = centre - (box_low + box_high) / 2",
+             ("tests/test_export.py",)),
     Mutation("export-manifest-colour", _EXPORT, "export manifest", "display colour left out of the manifest",
-             '"display_color": list(part.display_color) if part.display_color else None,', '"display_color": None,',
+             '            "display_color": list(part.display_color) if part.display_color else None,\n',
+             '            "display_color": None,\n',
              (_EXPORT_PINNED,)),
     Mutation("transformers-layout-drops-unknown", "partgen_models/modules.py", "match_transformers_layout",
              "unknown checkpoint keys silently dropped before the strict check",
@@ -220,9 +222,13 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown mutation(s) {', '.join(sorted(unknown))}; see --list")
     if args.list:
+        stale = 0
         for m in selected:
-            print(f"{m.key:36} {m.function:34} {m.description}")
-        return 0
+            found = (REPO / m.path).read_text(encoding="utf-8").count(m.original)
+            mark = "" if found == 1 else f"  [stale: text found {found} times]"
+            stale += found != 1
+            print(f"{m.key:36} {m.function:34} {m.description}{mark}")
+        return 1 if stale else 0
 
     with tempfile.TemporaryDirectory(prefix="partgen-mutation-") as scratch:
         models = Path(scratch) / "tiny-models"
