@@ -7,7 +7,8 @@ This file adds what only tests need: the example inputs and placeholder model fi
 directory, the shipped API workflows, the websocket client of a queued prompt and the tier-2 executor.
 Tests run on each host (``selected_hosts``; ``$PARTGEN_COMFYUI_HOSTS=0.30.0`` narrows the set).
 
-Everything here is standard library only, so importing it from ``conftest.py`` costs nothing.
+Everything here (and in ``comfyui_host``) is standard library only, so importing it from ``conftest.py``
+costs nothing.
 The same file is also the tier-2 runner: ``python tests/comfyui_harness.py run-executor ...`` imports
 ComfyUI in a fresh interpreter and runs prompts through ``execution.PromptExecutor`` without a server.
 It is a subprocess on purpose: ComfyUI needs its root first on ``sys.path`` and owns top-level module
