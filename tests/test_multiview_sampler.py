@@ -212,3 +212,33 @@ def test_the_denoising_loop_never_waits_for_the_device():
     waiting = {"nonzero", "_local_scalar_dense", "item", "randn", "normal_", "normal"}
     assert later_steps and not [op for op in later_steps if op in waiting], sorted(set(later_steps) & waiting)
     assert "convolution" in later_steps  # the recorder saw the UNet
+
+
+def test_deferred_previews_follow_one_step_behind_and_the_last_comes_at_once(monkeypatch):
+    """The CUDA path of StepPreviews (exercised here with a stand-in for the pinned copy and its event):
+    progress still reports 1..T once each; step k's preview arrives with step k+1, the last one with T,
+    and the loop waits only for the copy of the step before."""
+    from partgen_models.multiview import sampler as mv
+
+    waited = []
+
+    class Event:
+        def __init__(self, step):
+            self.step = step
+
+        def synchronize(self):
+            waited.append(self.step)
+
+    seen = []
+    previews = mv.StepPreviews(Runtime(progress=lambda step, total, preview: seen.append((step, total, preview))),
+                               total=3, device=torch.device("cpu"))
+    previews.deferred = True
+    copies = []
+    monkeypatch.setattr(previews, "copy_to_host", lambda preview: copies.append(preview) or (preview, Event(len(copies))))
+    latents = [torch.full((1, 4, 3, 2), float(k)) for k in range(3)]
+    for step in range(3):
+        previews.step_done(step, latents[step])
+    assert [(s, t) for s, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert seen[0][2] is None and seen[1][2] is copies[0] and seen[2][2] is copies[2]
+    assert waited == [1, 3]  # step 2's copy waited for step 1's; the last waits for itself
+    assert torch.equal(copies[2], mv.latent_preview(latents[2]))

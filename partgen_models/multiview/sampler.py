@@ -303,16 +303,21 @@ class StepPreviews:
         self.deferred = device.type == "cuda"
         self.pending: Optional[tuple[torch.Tensor, Any]] = None
 
+    @staticmethod
+    def copy_to_host(preview: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Start copying ``preview`` to pinned host memory; the event says when it has arrived."""
+        host = torch.empty(preview.shape, dtype=preview.dtype, pin_memory=True)
+        host.copy_(preview, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
     def step_done(self, step: int, latents: torch.Tensor) -> None:
         preview = latent_preview(latents)
         if not self.deferred:
             self.runtime.progress(step + 1, self.total, preview.cpu())
             return
-        host = torch.empty(preview.shape, dtype=preview.dtype, pin_memory=True)
-        host.copy_(preview, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        shown, self.pending = self.pending, (host, event)
+        shown, self.pending = self.pending, self.copy_to_host(preview)
         if step + 1 == self.total:
             shown = self.pending  # the last one waits: sampling is over
         if shown is not None:
