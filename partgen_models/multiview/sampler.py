@@ -12,7 +12,9 @@ Randomness: every sample has its own seed (``options.seed + i`` for the i-th sam
 posterior samples and per-step noise
 (upstream draws those from the global RNG, in the same order). So a sample does not depend on what
 else is in its batch, splitting a batch does not change results, and noise is drawn on the CPU so a
-seed gives the same grid on every device.
+seed gives the same grid on every device. It is drawn ahead of the steps that use it (``StepNoise``), and
+the scheduler's arithmetic is done in the loop (``add_noise``, ``scale_model_input``, ``ancestral_step``),
+so that the loop never waits for the device.
 """
 
 from __future__ import annotations
