@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-size GPU benchmarks in one go, for a lent GPU machine (one short, prepared run).
 #
-#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second, completion (default: existing)
+#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second, completion, multiview (default: existing)
 #
 # Every table goes to stdout and to $OUT/gpu_tables.txt (or benchmarks/out/ when $OUT is unset), to be
 # pasted into benchmarks/RESULTS.md. Upstream code is never committed: PARTGEN_UPSTREAM (default
@@ -52,6 +52,13 @@ for stage in $stages; do
         run memory_cuda 70 benchmarks/bench_memory.py --devices cuda --size real --timeout 60
         # shellcheck disable=SC2046
         run profile_multiview 60 benchmarks/profile_multiview.py --steps 4 --rows 10 $(upstream_arg --upstream zero123plus)
+        ;;
+    multiview)
+        # the multi-view gap re-measured after the loop stopped waiting on the host (RESULTS.md), and what
+        # the old loop's host-side work per step cost on this machine's CPU at 1 thread and at all cores
+        # shellcheck disable=SC2046
+        run multiview_fp16 150 benchmarks/bench_multiview.py --size real --dtype fp16 --repeats 3 $(upstream_arg --upstream zero123plus)
+        run step_host_work 30 benchmarks/bench_step_host_work.py --threads 1 "$(nproc)"
         ;;
     completion)
         run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1

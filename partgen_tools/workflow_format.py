@@ -42,6 +42,7 @@ NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 FRONTEND_ONLY_TYPES = NOTE_TYPES | {"Reroute", "PrimitiveNode"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 MODE_NEVER, MODE_BYPASS = 2, 4
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # 0.30+: a combo whose chosen option brings its own widgets
 
 API_SUFFIX = "_api.json"
 # The folder ComfyUI's template browser reads in a custom node pack (0.3.75 and 0.30.0 also accept
@@ -73,7 +74,7 @@ def is_widget(spec: list) -> bool:
     kind, options = spec[0], _spec_options(spec)
     if options.get("forceInput"):
         return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO
 
 
 def ordered_inputs(info: dict, section: str) -> list[tuple[str, list]]:
@@ -83,20 +84,41 @@ def ordered_inputs(info: dict, section: str) -> list[tuple[str, list]]:
     return [(name, specs[name]) for name in order if name in specs]
 
 
-def widget_slots(info: dict) -> list[Optional[str]]:
-    """The input name behind each position of ``widgets_values``; None where the editor adds a
-    widget of its own (control after generate, upload button)."""
-    slots: list[Optional[str]] = []
+def widget_entries(info: dict, values: Optional[list] = None) -> list[tuple[Optional[str], Optional[list]]]:
+    """``(input name, spec)`` behind each position of ``widgets_values``; ``(None, None)`` where the editor
+    adds a widget of its own (control after generate, upload button). A V3 dynamic combo (0.30's
+    TextGenerate ``sampling_mode``) is followed by the widgets of the option it is set to, named
+    ``combo.child`` as the server expects them; ``values`` tells which option (default: the first)."""
+    entries: list[tuple[Optional[str], Optional[list]]] = []
+
+    def add(name: str, spec: list) -> None:
+        entries.append((name, spec))
+        if _spec_options(spec).get("control_after_generate"):
+            entries.append((None, None))
+        if spec[0] == DYNAMIC_COMBO:
+            index = len(entries) - 1
+            chosen = values[index] if values is not None and index < len(values) else widget_default(spec)
+            for option in _spec_options(spec).get("options") or []:
+                if isinstance(option, dict) and option.get("key") == chosen:
+                    for section in ("required", "optional"):
+                        for child, child_spec in (option.get("inputs") or {}).get(section, {}).items():
+                            if is_widget(child_spec):
+                                add(f"{name}.{child}", child_spec)
+
     for section in ("required", "optional"):
         inputs = ordered_inputs(info, section)
         for name, spec in inputs:
             if is_widget(spec):
-                slots.append(name)
-                if _spec_options(spec).get("control_after_generate"):
-                    slots.append(None)
+                add(name, spec)
         if section == "required" and any(_spec_options(s).get(f) for _, s in inputs for f in UPLOAD_FLAGS):
-            slots.append(None)
-    return slots
+            entries.append((None, None))
+    return entries
+
+
+def widget_slots(info: dict, values: Optional[list] = None) -> list[Optional[str]]:
+    """The input name behind each position of ``widgets_values``; None where the editor adds a
+    widget of its own (control after generate, upload button)."""
+    return [name for name, _ in widget_entries(info, values)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,6 +193,8 @@ def widget_default(spec: list) -> Any:
         return options["default"]
     choices = spec[0] if isinstance(spec[0], list) else options.get("options")
     if choices is not None:
+        if choices and isinstance(choices[0], dict):  # a dynamic combo's options: the first one's key
+            return choices[0].get("key", "")
         return choices[0] if choices else ""
     return _TYPE_DEFAULTS.get(spec[0], None)
 
@@ -179,12 +203,12 @@ def _widget_inputs(node: dict, info: dict) -> dict[str, Any]:
     """Widget values by input name. A node saved before it gained inputs has fewer values: the editor
     keeps the new widgets at their defaults, and so does this (packs append inputs for that reason)."""
     values = node.get("widgets_values") or []
-    slots = widget_slots(info)
-    specs = {name: spec for section in ("required", "optional") for name, spec in ordered_inputs(info, section)}
     if isinstance(values, dict):  # some extensions save widgets by name
-        return {name: values.get(name, widget_default(specs[name])) for name in slots if name is not None}
-    padded = list(values) + [widget_default(specs[name]) if name else None for name in slots[len(values):]]
-    return {name: value for name, value in zip(slots, padded) if name is not None}
+        entries = widget_entries(info)
+        return {name: values.get(name, widget_default(spec)) for name, spec in entries if name is not None}
+    entries = widget_entries(info, list(values))
+    padded = list(values) + [widget_default(spec) if name else None for name, spec in entries[len(values):]]
+    return {name: value for (name, _), value in zip(entries, padded) if name is not None}
 
 
 def complete_widget_values(workflow: dict, object_info: dict) -> dict:
@@ -196,15 +220,14 @@ def complete_widget_values(workflow: dict, object_info: dict) -> dict:
         values = node.get("widgets_values")
         if info is None or not isinstance(values, list):
             continue
-        slots = widget_slots(info)
-        if len(values) < len(slots):
-            specs = {n: s for section in ("required", "optional") for n, s in ordered_inputs(info, section)}
-            previous = slots[len(values) - 1] if values else None
-            for name in slots[len(values):]:
+        entries = widget_entries(info, values)
+        if len(values) < len(entries):
+            previous = entries[len(values) - 1][1] if values else None
+            for name, spec in entries[len(values):]:
                 # an editor widget after a seed is its "control after generate" mode; keep seeds as saved
-                seeded = previous is not None and _spec_options(specs[previous]).get("control_after_generate")
-                values.append(widget_default(specs[name]) if name else ("fixed" if seeded else "image"))
-                previous = name
+                seeded = previous is not None and _spec_options(previous).get("control_after_generate")
+                values.append(widget_default(spec) if name else ("fixed" if seeded else "image"))
+                previous = spec
     return workflow
 
 
@@ -290,8 +313,38 @@ def api_twin_path(ui_file: Path, workflow: Optional[dict] = None) -> Path:
 
 def _walkthrough(workflow: dict) -> dict:
     """``extra.partgen``: the walkthrough's title (also the file's name, see ``template_file_name``), its
-    summary and place in the README, and the API twin's file name."""
+    summary and place in the README, the API twin's file name, and ``min_comfyui``, the oldest ComfyUI
+    whose core has every node the workflow uses (absent: the oldest host we support)."""
     return (workflow.get("extra") or {}).get("partgen") or {}
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError as exc:
+        raise WorkflowFormatError(f"{version!r} is not a ComfyUI version like '0.30.0'") from exc
+
+
+def required_host(workflow: dict) -> Optional[str]:
+    """The oldest ComfyUI version the workflow needs (``extra.partgen.min_comfyui``), or None for any host
+    we support. A workflow built on newer core nodes (TextGenerate, ComfyUI 0.30+) says so here, so that
+    its API twin is generated from, and validated on, a host that has them."""
+    version = _walkthrough(workflow).get("min_comfyui")
+    if version is not None:
+        _version_key(str(version))
+    return str(version) if version is not None else None
+
+
+def host_can_run(workflow: dict, host_version: str) -> bool:
+    """Whether a ComfyUI of ``host_version`` has the workflow's core nodes, by its ``min_comfyui``; a host
+    whose version is unknown (a checkout, "custom") is assumed new enough."""
+    needed = required_host(workflow)
+    if needed is None:
+        return True
+    try:
+        return _version_key(host_version) >= _version_key(needed)
+    except WorkflowFormatError:
+        return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -369,6 +422,9 @@ def walkthrough(ui_file: Path, workflow: dict, object_info: Optional[dict] = Non
     twin = api_twin_path(ui_file, workflow)
     twin_rel = twin.relative_to(repo_root).as_posix() if repo_root else twin.name
     out = [f"### {title}", "", f"`{rel}` (API format: `{twin_rel}`)", ""]
+    if required_host(workflow):
+        out += [f"Needs ComfyUI {required_host(workflow)} or newer; its API twin is generated from that "
+                "version's node definitions.", ""]
     if meta.get("summary"):
         out += [meta["summary"], ""]
     out += ["```mermaid", mermaid(workflow, object_info).rstrip("\n"), "```", ""]
@@ -481,15 +537,29 @@ def render_readme(readme: str, workflows_folder: Path, object_info: dict, repo_r
 # Command line
 
 
-def sync(repo_root: Path, object_info: dict, check: bool = False) -> list[str]:
+def sync(repo_root: Path, object_info: dict, check: bool = False,
+         host_object_info: Optional[dict[str, dict]] = None) -> list[str]:
     """Bring the UI files' widget values up to the node definitions (defaults for inputs added since),
     regenerate ``example_workflows/api/*_api.json`` and the README's generated blocks; return what was
-    (or, with ``check``, would be) changed."""
+    (or, with ``check``, would be) changed.
+
+    ``object_info`` is the oldest supported host's; the README's node reference and most twins come from
+    it. A workflow whose ``min_comfyui`` names a newer host is converted with that host's definitions,
+    ``host_object_info[version]`` (its core nodes do not exist on the oldest host)."""
     folder = repo_root / EXAMPLE_FOLDER
     targets: list[tuple[Path, str]] = []
     changed = []
     for ui_file in ui_workflow_files(folder):
-        workflow = complete_widget_values(json.loads(ui_file.read_text()), object_info)
+        workflow = json.loads(ui_file.read_text())
+        needed = required_host(workflow)
+        info = object_info
+        if needed is not None:
+            info = (host_object_info or {}).get(needed)
+            if info is None:
+                raise WorkflowFormatError(
+                    f"{ui_file.name} needs ComfyUI {needed} (extra.partgen.min_comfyui): pass that host's "
+                    f"/object_info (tools/sync_workflows.py starts it when the test harness knows it)")
+        workflow = complete_widget_values(workflow, info)
         named = ui_file.with_name(template_file_name(_walkthrough(workflow).get("title") or ui_file.stem))
         if named != ui_file:  # the template browser shows the file name: it follows the title
             changed.append(f"{ui_file.relative_to(repo_root).as_posix()} -> {named.name}")
@@ -499,7 +569,7 @@ def sync(repo_root: Path, object_info: dict, check: bool = False) -> list[str]:
                         old_path.replace(new_path)
                 ui_file = named
         targets.append((ui_file, dump_ui(workflow)))
-        targets.append((api_twin_path(ui_file, workflow), dump_api(ui_to_api(workflow, object_info))))
+        targets.append((api_twin_path(ui_file, workflow), dump_api(ui_to_api(workflow, info))))
     readme = repo_root / "README.md"
     targets.append((readme, render_readme(readme.read_text(), folder, object_info, repo_root)))
     for path, text in targets:
@@ -521,12 +591,27 @@ def load_object_info(source: str) -> dict:
     return json.loads(Path(source).read_text())
 
 
+def parse_host_object_info(specs: Iterable[str]) -> dict[str, dict]:
+    """``["0.30.0=info.json", ...]`` (``--host-object-info``) as {version: /object_info}."""
+    out = {}
+    for spec in specs:
+        version, sep, source = spec.partition("=")
+        if not sep or not source:
+            raise WorkflowFormatError(f"--host-object-info {spec!r}: write it as VERSION=FILE_OR_URL, e.g. 0.30.0=info.json")
+        _version_key(version)
+        out[version] = load_object_info(source)
+    return out
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m partgen_tools.workflow_format",
         description="Convert a UI-format ComfyUI workflow to API format, draw it as Mermaid, or regenerate this "
                     f"repository's API twins and README blocks ({SYNC_COMMAND} does that against a ComfyUI it starts).")
     parser.add_argument("--object-info", required=True, help="a saved /object_info JSON file, or a server URL")
+    parser.add_argument("--host-object-info", action="append", default=[], metavar="VERSION=SOURCE",
+                        help="a newer host's /object_info (file or URL), for workflows whose "
+                             "extra.partgen.min_comfyui names that version; repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser("convert", help="print the API format of a UI workflow")
     convert.add_argument("workflow", type=Path)
@@ -538,12 +623,13 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     args = parser.parse_args(None if argv is None else list(argv))
     object_info = load_object_info(args.object_info)
     try:
+        host_object_info = parse_host_object_info(args.host_object_info)
         if args.command == "convert":
             sys.stdout.write(dump_api(ui_to_api(json.loads(args.workflow.read_text()), object_info)))
         elif args.command == "mermaid":
             sys.stdout.write(mermaid(json.loads(args.workflow.read_text()), object_info))
         else:
-            changed = sync(args.repo.resolve(), object_info, check=args.check)
+            changed = sync(args.repo.resolve(), object_info, check=args.check, host_object_info=host_object_info)
             verb = "out of date" if args.check else "rewritten"
             print("\n".join(f"{verb}: {c}" for c in changed) or "everything is up to date")
             return 1 if args.check and changed else 0

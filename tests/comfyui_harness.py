@@ -54,6 +54,9 @@ API_WORKFLOWS = REPO_ROOT / "example_workflows" / "api"  # API twins of the UI w
 VALIDATE_ONLY_WORKFLOWS = {
     "text_to_parts_api.json": "needs a core text-to-image checkpoint (Stable Diffusion 1.5)",
     "image_to_parts_mmpart_api.json": "needs a core image-edit model (Qwen-Image-Edit-2511); its CI twin runs instead",
+    # ComfyUI 0.30+ only (min_comfyui): core's Qwen3-VL loader builds just the real 4B/8B/32B widths, so no tiny
+    # checkpoint loads; test_tier2_planner.py runs PlanPrompt -> canned reply -> ParsePlan on every host instead.
+    "image_to_parts_mmpart_textgenerate_api.json": "needs core TextGenerate's Qwen3-VL text encoder (a real 4B/8B checkpoint)",
 }
 _PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
                              "UNETLoader": ("unet_name", "diffusion_models"),
@@ -122,6 +125,33 @@ def make_base_dir(base: Path, *, with_models: bool = True, tiny_models: Path | N
                 placeholder.parent.mkdir(parents=True, exist_ok=True)
                 placeholder.touch()
     return paths
+
+
+def ui_file_of_twin(api_name: str) -> Path | None:
+    """The UI workflow in example_workflows/ whose API twin is ``api_name`` (``extra.partgen.api_twin``)."""
+    from partgen_tools.workflow_format import api_twin_path, ui_workflow_files
+
+    for ui_file in ui_workflow_files(API_WORKFLOWS.parent):
+        if api_twin_path(ui_file).name == api_name:
+            return ui_file
+    return None
+
+
+def twin_required_host(api_name: str) -> str | None:
+    """The ``min_comfyui`` of the UI workflow behind an API twin."""
+    ui_file = ui_file_of_twin(api_name)
+    if ui_file is None:
+        return None
+    return ((json.loads(ui_file.read_text()).get("extra") or {}).get("partgen") or {}).get("min_comfyui")
+
+
+def host_runs_twin(host: ComfyUIHost, api_name: str) -> bool:
+    """Whether ``host`` has the core nodes of that shipped twin (its workflow's ``min_comfyui``); a checkout of
+    unknown version ($COMFYUI_PATH) is taken to be new enough."""
+    needed = twin_required_host(api_name)
+    if needed is None or not host.version[:1].isdigit():
+        return True
+    return tuple(int(x) for x in host.version.split(".")) >= tuple(int(x) for x in needed.split("."))
 
 
 def load_api_workflows(validate_only: bool = False) -> dict[str, dict[str, Any]]:

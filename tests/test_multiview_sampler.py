@@ -111,3 +111,134 @@ def test_a_batch_gives_one_grid_per_image():
     results = generate_views(model, image, options=FAST)
     assert len(results) == 2
     assert (results[0].images - results[1].images).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop does the scheduler's arithmetic itself (so it never waits for the device): same bits.
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_scheduler_arithmetic_matches_diffusers_bit_for_bit(prediction_type, dtype):
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from partgen_models.multiview.sampler import add_noise, ancestral_step, scale_model_input
+    from partgen_models.testing.tiny_models import SCHEDULER_CONFIG
+
+    config = dict(SCHEDULER_CONFIG, prediction_type=prediction_type)
+    scheduler = EulerAncestralDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+    scheduler.set_timesteps(5)
+    data = torch.Generator().manual_seed(0)
+    reference = torch.randn((2, 4, 8, 8), generator=data).to(dtype)
+    sigmas_on_device = scheduler.sigmas.to(dtype=dtype)
+    ours = theirs = torch.randn((1, 4, 6, 4), generator=data).to(dtype)
+    for step, t in enumerate(scheduler.timesteps):
+        output = torch.randn(ours.shape, generator=data).to(dtype)
+        ref_noise = torch.randn(reference.shape, generator=data).to(dtype)
+        assert torch.equal(scale_model_input(ours, scheduler.sigmas[step]), scheduler.scale_model_input(theirs, t))
+        assert torch.equal(add_noise(reference, ref_noise, sigmas_on_device[step:step + 1]),
+                           scheduler.add_noise(reference, ref_noise, t.reshape(-1)))
+        theirs = scheduler.step(output, t, theirs, generator=[torch.Generator().manual_seed(step)]).prev_sample
+        noise = torch.randn(ours.shape, generator=torch.Generator().manual_seed(step), dtype=dtype)  # as diffusers draws
+        ours = ancestral_step(output, ours, scheduler.sigmas[step], scheduler.sigmas[step + 1], noise, prediction_type)
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), (step, (ours - theirs).abs().max())
+    with pytest.raises(ValueError, match="predict 'epsilon' or 'v_prediction', not 'sample'"):
+        ancestral_step(output, ours, scheduler.sigmas[0], scheduler.sigmas[1], noise, "sample")
+
+
+def _old_loop_latents(model, image, options):
+    """What sample_latents computed before it drew noise ahead: the scheduler's own add_noise and step
+    with the sample generators, per step."""
+    from partgen_models.multiview import sampler as mv
+
+    images = [image[0]]
+    guidance = options.guidance_scale > 1.0
+    seeds = mv.make_seeds(options, 1, 1)
+    condition = mv.encode_condition(model, images, guidance, seeds.images)
+    scheduler = mv.make_scheduler(model)
+    scheduler.set_timesteps(options.num_inference_steps)
+    shape = (1, 4, 3 * options.view_size // 8, 2 * options.view_size // 8)
+    latents = mv._randn_each(shape, seeds.samples, condition.prompt_embeds) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guidance else latents, t)
+        ref = condition.reference_latents
+        draws = [torch.randn((2 if guidance else 1,) + tuple(ref.shape[1:]), generator=g) for g in seeds.images]
+        noise = torch.cat([d[:1] for d in draws] + ([d[1:] for d in draws] if guidance else [])).to(ref)
+        reference = scheduler.scale_model_input(scheduler.add_noise(ref, noise, t.reshape(-1)), t)
+        velocity = mv._guided_velocity(model, model_input, reference, t, condition, condition.prompt_embeds,
+                                       options.guidance_scale, guidance)
+        latents = scheduler.step(velocity, t, latents, generator=seeds.samples).prev_sample
+    model.reference_bank.clear()
+    return latents
+
+
+@pytest.mark.parametrize("window_bytes", [None, 1])
+def test_sampling_draws_the_same_noise_as_the_scheduler_did(monkeypatch, window_bytes):
+    """Noise drawn ahead (a window of steps at a time; 1 byte: one step per window) gives the latents the
+    per-step scheduler calls gave, bit for bit."""
+    from partgen_models.multiview import sampler as mv
+
+    if window_bytes is not None:
+        monkeypatch.setattr(mv, "NOISE_WINDOW_BYTES", window_bytes)
+    model = tiny_zero123plus()
+    options = MultiViewOptions(num_inference_steps=3, view_size=64, seed=5)
+    expected = _old_loop_latents(model, _image(), options)
+    assert torch.equal(mv.sample_latents(model, [_image()[0]], options), expected)
+
+
+def test_the_denoising_loop_never_waits_for_the_device():
+    """Steps after the first run no op that makes the host wait for a GPU: no .item()/nonzero (the
+    scheduler's timestep lookup), no fresh CPU noise (copied to the device: a stream sync)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from partgen_models.multiview import sampler as mv
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket.__name__))
+            return func(*args, **(kwargs or {}))
+
+    recorder = Recorder()
+    per_step = []
+    runtime = Runtime(progress=lambda step, total, preview: per_step.append(len(recorder.ops)))
+    model = tiny_zero123plus()
+    with recorder:
+        mv.sample_latents(model, [_image()[0]], MultiViewOptions(num_inference_steps=4, view_size=64), runtime)
+    later_steps = recorder.ops[per_step[0]:per_step[-1]]
+    waiting = {"nonzero", "_local_scalar_dense", "item", "randn", "normal_", "normal"}
+    assert later_steps and not [op for op in later_steps if op in waiting], sorted(set(later_steps) & waiting)
+    assert "convolution" in later_steps  # the recorder saw the UNet
+
+
+def test_deferred_previews_follow_one_step_behind_and_the_last_comes_at_once(monkeypatch):
+    """The CUDA path of StepPreviews (exercised here with a stand-in for the pinned copy and its event):
+    progress still reports 1..T once each; step k's preview arrives with step k+1, the last one with T,
+    and the loop waits only for the copy of the step before."""
+    from partgen_models.multiview import sampler as mv
+
+    waited = []
+
+    class Event:
+        def __init__(self, step):
+            self.step = step
+
+        def synchronize(self):
+            waited.append(self.step)
+
+    seen = []
+    previews = mv.StepPreviews(Runtime(progress=lambda step, total, preview: seen.append((step, total, preview))),
+                               total=3, device=torch.device("cpu"))
+    previews.deferred = True
+    copies = []
+    monkeypatch.setattr(previews, "copy_to_host", lambda preview: copies.append(preview) or (preview, Event(len(copies))))
+    latents = [torch.full((1, 4, 3, 2), float(k)) for k in range(3)]
+    for step in range(3):
+        previews.step_done(step, latents[step])
+    assert [(s, t) for s, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert seen[0][2] is None and seen[1][2] is copies[0] and seen[2][2] is copies[2]
+    assert waited == [1, 3]  # step 2's copy waited for step 1's; the last waits for itself
+    assert torch.equal(copies[2], mv.latent_preview(latents[2]))

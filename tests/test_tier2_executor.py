@@ -121,7 +121,7 @@ def host_has_file3d(comfyui_path: Path) -> bool:
 SUBSET_WORKFLOWS = ("image_to_part_masks_api.json", "image_to_views_api.json")
 
 
-def _jobs(with_file3d: bool = False, every_workflow: bool = True) -> list[dict]:
+def _jobs(with_file3d: bool = False, every_workflow: bool = True, host=harness.OLDEST_HOST) -> list[dict]:
     jobs = [{"name": "core_smoke", "prompt": harness.core_smoke_prompt(64, 48, "tier2_smoke")}]
     if with_file3d:
         jobs.append({"name": "file3d_round_trip", "prompt": file3d_round_trip_prompt()})
@@ -130,7 +130,8 @@ def _jobs(with_file3d: bool = False, every_workflow: bool = True) -> list[dict]:
         if every_workflow or name not in SUBSET_WORKFLOWS:
             jobs.append({"name": name, "prompt": prompt})
     for name, prompt in VALIDATE_ONLY.items():
-        jobs.append({"name": name, "prompt": prompt, "validate_only": True})
+        if harness.host_runs_twin(host, name):  # a workflow needing a newer host's core nodes is left out
+            jobs.append({"name": name, "prompt": prompt, "validate_only": True})
     wf = _base_workflow()
     mv = _first_multiview(wf)
 
@@ -154,7 +155,7 @@ def results(comfyui_path, comfyui_base, comfyui_host) -> dict[str, dict]:
     import trimesh
 
     trimesh.creation.box().export(comfyui_base["input"] / WRONG_FORMAT_MESH)
-    jobs = _jobs(host_has_file3d(comfyui_path), every_workflow=comfyui_host not in harness.HOSTS[1:])
+    jobs = _jobs(host_has_file3d(comfyui_path), every_workflow=comfyui_host not in harness.HOSTS[1:], host=comfyui_host)
     out = harness.run_executor(jobs, comfyui_base, root=comfyui_path, timeout_s=JOB_TIMEOUT_S)
     return _Results({r["name"]: r for r in out})
 
@@ -267,8 +268,11 @@ def test_shipped_workflow_runs(results, name):
 
 
 @pytest.mark.parametrize("name", sorted(VALIDATE_ONLY))
-def test_validate_only_workflow_is_valid(results, name):
+def test_validate_only_workflow_is_valid(results, name, comfyui_host):
     """Every node, link and setting passes ComfyUI's validation against the real node definitions."""
+    if not harness.host_runs_twin(comfyui_host, name):
+        pytest.skip(f"ComfyUI {comfyui_host.version} has no TextGenerate (or another core node of this workflow): "
+                    f"it needs ComfyUI {harness.twin_required_host(name)}, extra.partgen.min_comfyui")
     r = results[name]
     assert r["valid"], _explain(r)
     assert "success" not in r  # validated only

@@ -20,14 +20,17 @@ import pytest
 import comfyui_harness as harness
 from partgen_tools.workflow_format import (
     API_SUFFIX,
+    FRONTEND_ONLY_TYPES,
     WorkflowFormatError,
     EXAMPLE_FOLDER,
     api_twin_path,
     complete_widget_values,
-    sync,
     template_file_name,
+    host_can_run,
     mermaid,
     replace_block,
+    required_host,
+    sync,
     ui_to_api,
     ui_workflow_files,
     widget_slots,
@@ -205,6 +208,86 @@ def test_widgets_added_after_saving_take_their_defaults():
     assert complete_widget_values({"nodes": [mask]}, info)["nodes"][0]["widgets_values"] == ["a.png", "alpha", "image"]
 
 
+# ComfyUI 0.30's core Generate Text, trimmed: a V3 dynamic combo whose "on" option brings its own widgets.
+TEXT_GENERATE_030 = {"TextGenerate": {
+    "input": {"required": {
+        "clip": ["CLIP", {}], "prompt": ["STRING", {"default": "", "multiline": True}],
+        "max_length": ["INT", {"default": 512}],
+        "sampling_mode": ["COMFY_DYNAMICCOMBO_V3", {"options": [
+            {"key": "on", "inputs": {"required": {"temperature": ["FLOAT", {"default": 0.7}],
+                                                  "seed": ["INT", {"default": 0}]},
+                                     "optional": {"presence_penalty": ["FLOAT", {"default": 0.0}]}}},
+            {"key": "off", "inputs": {"required": {}}}]}]},
+        "optional": {"image": ["IMAGE", {}], "thinking": ["BOOLEAN", {"default": False}],
+                     "use_default_template": ["BOOLEAN", {"default": True}]}},
+    "input_order": {"required": ["clip", "prompt", "max_length", "sampling_mode"],
+                    "optional": ["image", "thinking", "use_default_template"]},
+    "display_name": "Generate Text"}}
+
+
+def _text_generate_graph(widgets: list) -> dict:
+    node = _node(1, "TextGenerate", widgets, inputs=[{"name": "clip", "type": "CLIP", "link": None}])
+    return {"nodes": [node], "links": [], "version": 0.4}
+
+
+def test_dynamic_combo_brings_the_widgets_of_its_option():
+    """0.30's editor saves a dynamic combo's key followed by its chosen option's widgets; the server takes
+    those as ``combo.child`` inputs (comfy_api ``finalize_prefix``)."""
+    off = ui_to_api(_text_generate_graph(["", 2048, "off", False, True]), TEXT_GENERATE_030)["1"]["inputs"]
+    assert off == {"prompt": "", "max_length": 2048, "sampling_mode": "off", "thinking": False,
+                   "use_default_template": True}
+    on = ui_to_api(_text_generate_graph(["p", 64, "on", 0.2, 5, 0.1, True, False]), TEXT_GENERATE_030)["1"]["inputs"]
+    assert on == {"prompt": "p", "max_length": 64, "sampling_mode": "on", "sampling_mode.temperature": 0.2,
+                  "sampling_mode.seed": 5, "sampling_mode.presence_penalty": 0.1, "thinking": True,
+                  "use_default_template": False}
+    # saved before the combo existed: the first option and its defaults, as the editor fills them
+    completed = complete_widget_values(_text_generate_graph(["p", 64]), TEXT_GENERATE_030)
+    assert completed["nodes"][0]["widgets_values"] == ["p", 64, "on", 0.7, 0, 0.0, False, True]
+
+
+def test_a_workflow_names_the_oldest_host_it_needs():
+    graph = _text_generate_graph(["", 2048, "off"])
+    assert required_host(graph) is None and host_can_run(graph, "0.3.75")
+    graph["extra"] = {"partgen": {"min_comfyui": "0.30.0"}}
+    assert required_host(graph) == "0.30.0"
+    assert not host_can_run(graph, "0.3.75") and host_can_run(graph, "0.30.0") and host_can_run(graph, "0.31.2")
+    assert host_can_run(graph, "custom")  # a checkout of unknown version is taken to be new enough
+    graph["extra"]["partgen"]["min_comfyui"] = "latest"
+    with pytest.raises(WorkflowFormatError, match="'latest' is not a ComfyUI version like '0.30.0'"):
+        required_host(graph)
+
+
+def test_sync_refuses_a_newer_host_workflow_without_that_hosts_definitions(tmp_path):
+    (tmp_path / EXAMPLE_FOLDER).mkdir()
+    graph = _text_generate_graph(["", 2048, "off"])
+    graph["extra"] = {"partgen": {"min_comfyui": "0.30.0"}}
+    (tmp_path / EXAMPLE_FOLDER / "planner.json").write_text(json.dumps(graph))
+    (tmp_path / "README.md").write_text("")
+    with pytest.raises(WorkflowFormatError, match=r"planner.json needs ComfyUI 0.30.0 \(extra.partgen.min_comfyui\)"):
+        sync(tmp_path, CORE_INFO, check=True)
+    with pytest.raises(WorkflowFormatError, match="this ComfyUI has no node 'TextGenerate'"):
+        ui_to_api(graph, CORE_INFO)  # what converting it with the oldest host's definitions would do
+
+
+def test_textgenerate_planner_workflow_gives_parse_plan_what_plan_prompt_asked():
+    """Parse Plan checks the reply against its own parts settings: in the shipped TextGenerate variant they
+    must be Plan Prompt's, and the generated text must reach Parse Plan."""
+    ui_file = harness.ui_file_of_twin("image_to_parts_mmpart_textgenerate_api.json")
+    assert required_host(_load(ui_file)) == "0.30.0"
+    twin = _load(api_twin_path(ui_file))
+    (prompt_id,) = harness.nodes_of_class(twin, "PartGenPlanPrompt")
+    (generate_id,) = harness.nodes_of_class(twin, "TextGenerate")
+    (parse_id,) = harness.nodes_of_class(twin, "PartGenParsePlan")
+    asked, parse = twin[prompt_id]["inputs"], twin[parse_id]["inputs"]
+    assert {k: asked[k] for k in ("parts", "wishes", "max_parts")} == {k: parse[k] for k in ("parts", "wishes", "max_parts")}
+    assert twin[generate_id]["inputs"]["prompt"] == [prompt_id, 0] and parse["reply"] == [generate_id, 0]
+    assert twin[generate_id]["inputs"]["sampling_mode"] == "off"  # deterministic, as the notes advise
+    assert twin[generate_id]["inputs"]["image"] == parse["image"] == asked["image"]
+    assert not harness.nodes_of_class(twin, "PartGenPlanParts") and not harness.nodes_of_class(twin, "PartGenLoadVLM")
+    mmpart = _load(harness.ui_file_of_twin("image_to_parts_mmpart_api.json"))  # the muted alternative moved out of it
+    assert not [n["id"] for n in mmpart["nodes"] if n.get("mode") in (2, 4)]
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda g: g["nodes"][6].update(type="SaveAnimatedWEBP", title="Save clip"),
      "node 9 (SaveAnimatedWEBP, 'Save clip'): this ComfyUI has no node 'SaveAnimatedWEBP' (a missing custom node pack?)"),
@@ -368,22 +451,36 @@ def object_info(server) -> dict:
     return server.get_json("/object_info", timeout=60)
 
 
+def _skip_unless_host_runs(workflow: dict, host, object_info: dict) -> None:
+    if not host_can_run(workflow, host.version):
+        missing = sorted({n["type"] for n in workflow["nodes"]} - set(object_info) - FRONTEND_ONLY_TYPES)
+        pytest.skip(f"ComfyUI {host.version} has no {', '.join(missing) or 'node this workflow needs'} "
+                    f"(the workflow needs ComfyUI {required_host(workflow)}, extra.partgen.min_comfyui)")
+
+
 @pytest.mark.tier3
-# The twins are generated against the oldest host's node definitions (tools/sync_workflows.py); newer hosts
-# give core nodes other display names and new inputs (CFGNorm's pre_cfg), which their own conversion fills.
-@pytest.mark.comfyui_hosts("oldest")
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
-def test_ui_file_converts_to_its_twin(object_info, ui_file):
-    converted = ui_to_api(_load(ui_file), object_info)
+def test_ui_file_converts_to_its_twin(object_info, ui_file, comfyui_host):
+    """The twins are generated against the oldest host's node definitions (tools/sync_workflows.py), a
+    workflow with ``min_comfyui`` against that host's; other hosts give core nodes other display names and
+    new inputs (CFGNorm's pre_cfg), which their own conversion fills."""
+    workflow = _load(ui_file)
+    _skip_unless_host_runs(workflow, comfyui_host, object_info)
+    expected_host = required_host(workflow) or harness.OLDEST_HOST.version
+    if comfyui_host.version != expected_host:
+        pytest.skip(f"{api_twin_path(ui_file).name} is generated from ComfyUI {expected_host}'s definitions")
+    converted = ui_to_api(workflow, object_info)
     twin = _load(api_twin_path(ui_file))
     assert converted == twin, f"{api_twin_path(ui_file).name} is not the conversion of {ui_file.name}: {SYNC_HINT}"
 
 
 @pytest.mark.tier3
-def test_ui_files_use_known_widget_values(object_info):
+def test_ui_files_use_known_widget_values(object_info, comfyui_host):
     """Every combo value is one the server offers (file lists aside: tier 2 validates those with files in place)."""
     bad = []
     for ui_file in UI_FILES:
+        if not host_can_run(_load(ui_file), comfyui_host.version):
+            continue  # its core nodes are newer than this host (min_comfyui); its own host checks it
         for node_id, node in ui_to_api(_load(ui_file), object_info).items():
             spec = {**object_info[node["class_type"]]["input"].get("required", {}),
                     **object_info[node["class_type"]]["input"].get("optional", {})}
@@ -414,9 +511,11 @@ def test_template_browser_serves_each_workflow(server, ui_file):
 
 
 @pytest.mark.tier3
-def test_example_inputs_of_the_workflows_exist_in_the_test_input_folder(object_info, comfyui_base):
+def test_example_inputs_of_the_workflows_exist_in_the_test_input_folder(object_info, comfyui_base, comfyui_host):
     """What the workflows load is where the notes tell users to put it (the harness copies the shipped examples)."""
     for ui_file in UI_FILES:
+        if not host_can_run(_load(ui_file), comfyui_host.version):
+            continue  # converted on the host it needs (min_comfyui)
         for node in ui_to_api(_load(ui_file), object_info).values():
             for name in ("image", "file"):
                 value = node["inputs"].get(name)

@@ -12,14 +12,17 @@ Randomness: every sample has its own seed (``options.seed + i`` for the i-th sam
 posterior samples and per-step noise
 (upstream draws those from the global RNG, in the same order). So a sample does not depend on what
 else is in its batch, splitting a batch does not change results, and noise is drawn on the CPU so a
-seed gives the same grid on every device.
+seed gives the same grid on every device. It is drawn ahead of the steps that use it (``StepNoise``), and
+the scheduler's arithmetic is done in the loop (``add_noise``, ``scale_model_input``, ``ancestral_step``),
+so that the loop never waits for the device.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -135,9 +138,9 @@ def make_scheduler(model: Zero123PlusModel):
 
 
 def latent_preview(latents: torch.Tensor) -> torch.Tensor:
-    """A cheap RGB preview ``[h,w,3]`` of the first grid from its scaled latents."""
-    z = unscale_latents(latents[0].float().cpu())  # (4, h, w)
-    rgb = torch.einsum("chw,cr->hwr", z, _LATENT_RGB)
+    """A cheap RGB preview ``[h,w,3]`` of the first grid from its scaled latents, where the latents are."""
+    z = unscale_latents(latents[0].float())  # (4, h, w)
+    rgb = torch.einsum("chw,cr->hwr", z, _LATENT_RGB.to(z.device))
     return ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -207,14 +210,121 @@ def _condition_channels(concat_latents: torch.Tensor, model: Zero123PlusModel, b
     return torch.cat([concat] * 2) if guidance else concat
 
 
-def _noisy_reference(scheduler, condition: EncodedCondition, generators: list[torch.Generator], guidance: bool,
-                     t: torch.Tensor) -> torch.Tensor:
-    """The reference latents noised to ``t``: each image draws (negative, positive) as upstream's one
-    ``[2,...]`` draw; negatives come first in the batch."""
-    reference = condition.reference_latents  # (G*B, 4, 64, 64): [negatives; positives]
-    draws = [_randn((2 if guidance else 1,) + tuple(reference.shape[1:]), g, reference) for g in generators]
-    noise = torch.cat([d[:1] for d in draws] + ([d[1:] for d in draws] if guidance else []))
-    return scheduler.scale_model_input(scheduler.add_noise(reference, noise, t.reshape(-1)), t)
+# The scheduler's arithmetic, done here so the denoising loop never waits on the device (see
+# ``sample_latents``). Each line is diffusers' EulerAncestralDiscreteScheduler (0.2x-0.4x) ``add_noise``,
+# ``scale_model_input`` and ``step`` with the same operands (``sigma`` as the scheduler's CPU float32
+# 0-dim tensor), so results are bit-identical to calling the scheduler (tests/test_multiview_sampler.py).
+
+
+def scale_model_input(sample: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``EulerAncestralDiscreteScheduler.scale_model_input`` at noise level ``sigma``."""
+    return sample / ((sigma**2 + 1) ** 0.5)
+
+
+def add_noise(original: torch.Tensor, noise: torch.Tensor, sigma_on_device: torch.Tensor) -> torch.Tensor:
+    """``EulerAncestralDiscreteScheduler.add_noise`` with the step's sigma already on the device in
+    ``original``'s dtype (shape ``[1]``; the scheduler looks it up each call: two syncs and two copies)."""
+    return original + noise * sigma_on_device.reshape((1,) * original.ndim)
+
+
+def ancestral_step(model_output: torch.Tensor, sample: torch.Tensor, sigma_from: torch.Tensor,
+                   sigma_to: torch.Tensor, noise: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """``EulerAncestralDiscreteScheduler.step`` from ``sigma_from`` to ``sigma_to`` with its noise given
+    (the scheduler draws it itself: with CPU generators, a host-to-device copy that waits for the device)."""
+    sample = sample.to(torch.float32)  # the scheduler's upcast
+    if prediction_type == "epsilon":
+        pred_original_sample = sample - sigma_from * model_output
+    elif prediction_type == "v_prediction":
+        pred_original_sample = model_output * (-sigma_from / (sigma_from**2 + 1) ** 0.5) + (sample / (sigma_from**2 + 1))
+    else:
+        raise ValueError(f"Zero123++ schedulers predict 'epsilon' or 'v_prediction', not {prediction_type!r}")
+    sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    derivative = (sample - pred_original_sample) / sigma_from
+    prev_sample = sample + derivative * (sigma_down - sigma_from)
+    prev_sample = prev_sample + noise * sigma_up
+    return prev_sample.to(model_output.dtype)
+
+
+NOISE_WINDOW_BYTES = 64 * 2**20  # host memory for pre-drawn noise at a time (500 steps x 10 samples fit in windows)
+
+
+class StepNoise:
+    """Every step's noise, drawn on the CPU from the per-image and per-sample generators in the order the
+    loop used to draw it (reference noise: each image's generator, ``[2 or 1, 4, 64, 64]`` float32 cast to
+    the model's dtype; ancestral noise: each sample's generator, ``[1, 4, h, w]`` in the model's dtype, as
+    diffusers' ``randn_tensor`` draws it), a window of steps at a time, and copied to the device in one
+    transfer per window (pinned memory, non-blocking on CUDA). The generators are distinct objects, so
+    drawing one kind ahead of the other draws the same numbers."""
+
+    def __init__(self, seeds: SamplingSeeds, reference: torch.Tensor, guidance: bool, latent_shape: tuple[int, ...],
+                 dtype: torch.dtype, steps: int) -> None:
+        self.seeds, self.guidance, self.dtype, self.steps = seeds, guidance, dtype, steps  # dtype: the UNet output's
+        self.device, self.reference_dtype = reference.device, reference.dtype
+        self.reference_shape = (2 if guidance else 1,) + tuple(reference.shape[1:])
+        self.sample_shape = (1,) + tuple(latent_shape[1:])
+        per_step = (len(seeds.images) * math.prod(self.reference_shape) * 4
+                    + len(seeds.samples) * math.prod(self.sample_shape) * torch.finfo(dtype).bits // 8)
+        self.window = max(1, min(steps, NOISE_WINDOW_BYTES // max(per_step, 1)))
+        self._start = 0
+        self._reference: Optional[torch.Tensor] = None  # (window, G*B, 4, 64, 64)
+        self._ancestral: Optional[torch.Tensor] = None  # (window, B*N, 4, h, w)
+
+    def _draw(self, start: int) -> None:
+        count = min(self.window, self.steps - start)
+        reference, ancestral = [], []
+        for _ in range(count):
+            draws = [torch.randn(self.reference_shape, generator=g, dtype=torch.float32) for g in self.seeds.images]
+            # each image draws (negative, positive) as upstream's one [2,...] draw; negatives first in the batch
+            reference.append(torch.cat([d[:1] for d in draws] + ([d[1:] for d in draws] if self.guidance else [])))
+            ancestral.append(torch.cat([torch.randn(self.sample_shape, generator=g, dtype=self.dtype)
+                                        for g in self.seeds.samples]))
+        self._reference = self._to_device(torch.stack(reference)).to(self.reference_dtype)
+        self._ancestral = self._to_device(torch.stack(ancestral))
+        self._start = start
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference noise ``[G*B,4,64,64]``, ancestral noise ``[B*N,4,h,w]``) of ``step``; steps in order."""
+        if self._reference is None or not self._start <= step < self._start + self._reference.shape[0]:
+            self._draw(step)
+        return self._reference[step - self._start], self._ancestral[step - self._start]
+
+
+class StepPreviews:
+    """Feeds ``runtime.progress`` a preview of each step without making the loop wait for the device: on
+    CUDA, step k's preview is copied to pinned memory without blocking and handed over with step k+1's
+    progress (the last step's at once). Elsewhere each step's preview goes with its own progress."""
+
+    def __init__(self, runtime: Runtime, total: int, device: torch.device) -> None:
+        self.runtime, self.total = runtime, total
+        self.deferred = device.type == "cuda"
+        self.pending: Optional[tuple[torch.Tensor, Any]] = None
+
+    @staticmethod
+    def copy_to_host(preview: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Start copying ``preview`` to pinned host memory; the event says when it has arrived."""
+        host = torch.empty(preview.shape, dtype=preview.dtype, pin_memory=True)
+        host.copy_(preview, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def step_done(self, step: int, latents: torch.Tensor) -> None:
+        preview = latent_preview(latents)
+        if not self.deferred:
+            self.runtime.progress(step + 1, self.total, preview.cpu())
+            return
+        shown, self.pending = self.pending, self.copy_to_host(preview)
+        if step + 1 == self.total:
+            shown = self.pending  # the last one waits: sampling is over
+        if shown is not None:
+            shown[1].synchronize()  # the previous step's copy: the device is still busy with this one
+        self.runtime.progress(step + 1, self.total, shown[0] if shown is not None else None)
 
 
 def _guided_velocity(model: Zero123PlusModel, model_input: torch.Tensor, reference_input: torch.Tensor,
@@ -280,32 +390,43 @@ def sample_latents(
     if concat_latents is not None:
         concat = _condition_channels(concat_latents, model, batch, samples_per_image, guidance)  # (G*B*N, C', h, w)
 
-    # 3. timesteps
+    # 3. timesteps; the scheduler's sigmas stay on the CPU (diffusers keeps them there), a device copy
+    # in the reference latents' dtype serves add_noise
     scheduler = make_scheduler(model)
     scheduler.set_timesteps(options.num_inference_steps, device=model.device)
-    timesteps = scheduler.timesteps
+    timesteps, sigmas = scheduler.timesteps, scheduler.sigmas  # sigmas: (T+1,) float32 on the CPU
+    prediction_type = scheduler.config.prediction_type
+    reference_sigmas = sigmas.to(model.device, condition.reference_latents.dtype)
 
-    # 4. initial latents
+    # 4. initial latents, then every step's noise (drawn ahead: StepNoise)
     scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
     shape = (batch, model.unet.config.out_channels, height // scale, width // scale)
     latents = _randn_each(shape, seeds.samples, condition.prompt_embeds) * scheduler.init_noise_sigma
-
-    # 5. denoising loop
     total = len(timesteps)
+    noise = StepNoise(seeds, condition.reference_latents, guidance, shape, model.unet.dtype, total)
+    no_condition = None
+    if concat is not None:  # the reference pass gets zeros in the condition channels
+        reference = condition.reference_latents
+        no_condition = reference.new_zeros(reference.shape[0], extra_channels, *reference.shape[2:])
+    previews = StepPreviews(runtime, total, model.device)
+
+    # 5. denoising loop. Nothing in it waits for the device (no .item(), no host-to-device copy of
+    # fresh noise, no scheduler index lookup), so a GPU runs ahead of Python; see benchmarks/RESULTS.md.
     try:
         for step, t in enumerate(timesteps):
             runtime.check_interrupt()
+            sigma = sigmas[step]
+            reference_noise, step_noise = noise.at(step)
             model_input = torch.cat([latents] * 2) if guidance else latents  # (G*B, 4, h, w)
-            model_input = unet_input(scheduler.scale_model_input(model_input, t), concat)
-            reference = _noisy_reference(scheduler, condition, seeds.images, guidance, t)
-            no_condition = reference.new_zeros(reference.shape[0], extra_channels, *reference.shape[2:])
-            reference = unet_input(reference, no_condition if concat is not None else None)
+            model_input = unet_input(scale_model_input(model_input, sigma), concat)
+            reference = add_noise(condition.reference_latents, reference_noise, reference_sigmas[step : step + 1])
+            reference = unet_input(scale_model_input(reference, sigma), no_condition)
             velocity = _guided_velocity(model, model_input, reference, t, condition, prompt_embeds,
                                         options.guidance_scale, guidance)
-            latents = scheduler.step(velocity, t, latents, generator=seeds.samples).prev_sample
+            latents = ancestral_step(velocity, latents, sigma, sigmas[step + 1], step_noise, prediction_type)
             if on_step_end is not None:
                 latents = on_step_end(step, t, latents)
-            runtime.progress(step + 1, total, latent_preview(latents))
+            previews.step_done(step, latents)
     finally:
         model.reference_bank.clear()
     return latents
