@@ -118,6 +118,17 @@ def load_base_model(task: str, config: TrainingConfig) -> tuple[Zero123PlusModel
     return diffusion, base_name, files.folder
 
 
+def refuse_unseen_processes(accelerator) -> None:
+    """Refuse a multi-process launch that ``accelerate`` runs as single processes: each would train alone as
+    rank 0 on the whole data and overwrite the others' checkpoints (on CPUs without ACCELERATE_USE_CPU)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > accelerator.num_processes:
+        raise ConfigError(
+            f"{launched} processes were launched but accelerate runs this one as {accelerator.num_processes} of "
+            f"{accelerator.num_processes}: on a machine without GPUs set ACCELERATE_USE_CPU=true (gloo backend), e.g. "
+            "`ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m partgen_models.training.train ...`")
+
+
 class ExponentialMovingAverage:
     """An fp32 shadow of the trainable weights: ``shadow ← decay·shadow + (1 − decay)·weights``."""
 
@@ -164,13 +175,7 @@ class PartGenTrainer:
 
             accelerator = Accelerator(mixed_precision=config.mixed_precision)
         self.accelerator = accelerator
-        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        if launched > accelerator.num_processes:
-            # each process would train alone as "rank 0" and overwrite the others' checkpoints
-            raise ConfigError(
-                f"{launched} processes were launched but accelerate runs this one as {accelerator.num_processes} of "
-                f"{accelerator.num_processes}: on a machine without GPUs set ACCELERATE_USE_CPU=true (gloo backend), e.g. "
-                "`ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m partgen_models.training.train ...`")
+        refuse_unseen_processes(accelerator)
         if diffusion is None:
             diffusion, base_name, base_folder = load_base_model(task, config)
         elif diffusion.unet.config.in_channels == diffusion.unet.config.out_channels:
