@@ -114,7 +114,7 @@ def test_loss_falls_on_a_fixed_batch(workspace, accelerator):
 
     def fixed_loss() -> float:
         with torch.no_grad():
-            return sum(float(trainer.loss(batch, torch.Generator().manual_seed(s))) for s in range(3)) / 3
+            return sum(float(trainer.loss(batch, [torch.Generator().manual_seed(s)])) for s in range(3)) / 3
 
     before = fixed_loss()
     for _ in range(6):

@@ -5,7 +5,8 @@ Order: the global sample at position ``p = step·G + rank·B + i`` (G = B x proc
 So every rank reads a disjoint share of each step's global batch, a run's data depends only on the
 seed and the step (resuming at step s draws exactly what an unbroken run draws), and no sampler
 state needs saving. Each sample's own randomness (colour permutation, the part to complete) comes
-from a generator seeded by (seed, step, rank, i).
+from a generator seeded by (seed, step, rank·B + i), its position in the global batch, so N ranks
+with batch B draw exactly the samples one process with batch N·B draws.
 
 Samples (float 0..1 grids ``[3, rows·S, cols·S]`` on white, as the sampler lays views out):
 - segmentation (PartGen §3.2): ``condition`` the object grid, ``target`` its visible-part id grid
@@ -118,7 +119,8 @@ class StepBatches(torch.utils.data.Dataset):
         make = segmentation_sample if self.task == "segmentation" else completion_sample
         samples = []
         for i, index in enumerate(self.indices(step)):
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, step, self.rank, i))
+            # keyed by the sample's position in the global batch: N ranks draw what one process would
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, step, self.rank * self.batch_size + i))
             samples.append(make(self.training_set[index], generator, layout.rows, layout.cols))
         batch = {}
         for key in samples[0]:

@@ -2,6 +2,7 @@
 
     python -m partgen_models.training.train segmentation configs/segmentation.json
     accelerate launch --num_processes 8 -m partgen_models.training.train completion configs/completion.json
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m partgen_models.training.train ...  # CPUs
     accelerate launch --config_file partgen_models/training/configs/accelerate_multinode.yaml \\
         --machine_rank $RANK -m partgen_models.training.train segmentation configs/segmentation.json
 

@@ -13,10 +13,12 @@ One step, as Zero123++ conditions and PartGen trains (§3.2, §3.3):
 3. The reference pass fills the attention bank, the main pass (noisy latent ++ extra inputs) reads it;
    loss = MSE to the velocity v (Zero123++ is a v-prediction model).
 
-Randomness comes from a generator seeded by (seed, step, rank), and the data order from the step
-(:mod:`.data`), so a resumed run continues exactly as an unbroken one. Multi-GPU and multi-node runs
-are ``accelerate launch``'s (DDP, or DeepSpeed/FSDP from an accelerate config); each rank reads its
-share of every global batch.
+Randomness comes from one generator per sample, seeded by (seed, step, the sample's position in the
+global batch), and the data order from the step (:mod:`.data`), so a resumed run continues exactly as an
+unbroken one, and N processes with batch B draw exactly what one process with batch N·B draws (DDP
+averages the gradients of equal shares, so the steps agree to float tolerance). Multi-GPU and
+multi-node runs are ``accelerate launch``'s (DDP, or DeepSpeed/FSDP from an accelerate config); each
+rank reads its share of every global batch.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +55,16 @@ from .unet import (
 logger = logging.getLogger(__name__)
 
 TASKS = tuple(FORMATS)
+
+
+def _uniform(generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One U(0,1) draw per sample ``[B]``, each from its own generator."""
+    return torch.stack([torch.rand((), generator=g) for g in generators])
+
+
+def _normal(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """One standard normal draw of ``shape`` per sample ``[B, *shape]``, each from its own generator."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
 
 
 class ReferenceConditionedUNet(torch.nn.Module):
@@ -105,6 +118,17 @@ def load_base_model(task: str, config: TrainingConfig) -> tuple[Zero123PlusModel
     return diffusion, base_name, files.folder
 
 
+def refuse_unseen_processes(accelerator) -> None:
+    """Refuse a multi-process launch that ``accelerate`` runs as single processes: each would train alone as
+    rank 0 on the whole data and overwrite the others' checkpoints (on CPUs without ACCELERATE_USE_CPU)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > accelerator.num_processes:
+        raise ConfigError(
+            f"{launched} processes were launched but accelerate runs this one as {accelerator.num_processes} of "
+            f"{accelerator.num_processes}: on a machine without GPUs set ACCELERATE_USE_CPU=true (gloo backend), e.g. "
+            "`ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m partgen_models.training.train ...`")
+
+
 class ExponentialMovingAverage:
     """An fp32 shadow of the trainable weights: ``shadow ← decay·shadow + (1 − decay)·weights``."""
 
@@ -151,6 +175,7 @@ class PartGenTrainer:
 
             accelerator = Accelerator(mixed_precision=config.mixed_precision)
         self.accelerator = accelerator
+        refuse_unseen_processes(accelerator)
         if diffusion is None:
             diffusion, base_name, base_folder = load_base_model(task, config)
         elif diffusion.unet.config.in_channels == diffusion.unet.config.out_channels:
@@ -261,18 +286,18 @@ class PartGenTrainer:
         return scale_latents(vae.encode(pixels).latent_dist.mean.float() * vae.config.scaling_factor)
 
     @torch.no_grad()
-    def _condition(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _condition(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embeddings ``[B,77,D]`` and reference latents ``[B,4,64,64]`` (unscaled, as upstream)."""
         diffusion, device, config = self.diffusion, self.accelerator.device, self.config
         images = list(batch["input_image"].numpy())
         batch_size = len(images)
         clip = diffusion.feature_extractor_clip(images=images, return_tensors="pt").pixel_values
         vae_pixels = diffusion.feature_extractor_vae(images=images, return_tensors="pt").pixel_values
-        dropped = torch.rand(batch_size, generator=generator) < config.condition_dropout
+        dropped = _uniform(generators) < config.condition_dropout
         embeds = diffusion.vision_encoder(clip.to(device, self.weight_dtype)).image_embeds.float()  # (B, D)
         text = diffusion.empty_prompt_embeds.expand(batch_size, -1, -1).clone()  # (B, 77, D)
         if self.task == "completion" and self.text_encoder is not None:
-            instructed = (torch.rand(batch_size, generator=generator) < config.instruction_probability) & ~dropped
+            instructed = (_uniform(generators) < config.instruction_probability) & ~dropped
             if instructed.any():
                 chosen = [batch["instruction"][i] for i in instructed.nonzero().flatten().tolist()]
                 text[instructed.to(device)] = encode_texts(self.text_encoder, self.tokenizer, chosen).float()
@@ -281,31 +306,33 @@ class PartGenTrainer:
         prompt[drop] = diffusion.empty_prompt_embeds.float()  # the sampler's unconditional half
         vae_pixels[dropped] = 0.0  # a mid-gray image in the processor's space, the sampler's negative reference
         posterior = diffusion.vae.encode(vae_pixels.to(device, self.weight_dtype)).latent_dist
-        draw = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        draw = _normal(generators, posterior.mean.shape[1:]).to(device)
         return prompt, posterior.mean.float() + posterior.std.float() * draw
 
     @torch.no_grad()
-    def _extra_inputs(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    def _extra_inputs(self, batch: dict, generators: Sequence[torch.Generator]) -> torch.Tensor:
         condition = self._encode(batch["condition"])  # (B, 4, h, w)
         if self.task == "segmentation":
             return condition
         scale = 2 ** (len(self.diffusion.vae.config.block_out_channels) - 1)
-        keep = (torch.rand(condition.shape[0], generator=generator) >= self.config.context_dropout).float()
+        keep = (_uniform(generators) >= self.config.context_dropout).float()
         context = condition * keep.to(condition.device)[:, None, None, None]  # zeros = "no context", as inference
         mask = F.max_pool2d(batch["mask"].to(condition.device).float(), scale)  # (B, 1, h, w), as complete_parts
         return torch.cat([self._encode(batch["masked"]), context, mask], dim=1)
 
-    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        """The v-prediction loss of one batch; all randomness from ``generator`` (CPU)."""
+    def loss(self, batch: dict, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """The v-prediction loss of one batch; sample i's randomness all from ``generators[i]`` (CPU)."""
         device = self.accelerator.device
         target_latents = self._encode(batch["target"])  # (B, 4, h, w)
-        extra = self._extra_inputs(batch, generator)
-        prompt, reference = self._condition(batch, generator)
         batch_size = target_latents.shape[0]
+        if len(generators) != batch_size:
+            raise ValueError(f"{len(generators)} generators for a batch of {batch_size} samples")
+        extra = self._extra_inputs(batch, generators)
+        prompt, reference = self._condition(batch, generators)
         steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (batch_size,), generator=generator).to(device)
-        noise = torch.randn(target_latents.shape, generator=generator).to(device)
-        reference_noise = torch.randn(reference.shape, generator=generator).to(device)
+        timesteps = torch.stack([torch.randint(0, steps, (), generator=g) for g in generators]).to(device)
+        noise = _normal(generators, target_latents.shape[1:]).to(device)
+        reference_noise = _normal(generators, reference.shape[1:]).to(device)
         noisy = self.noise_scheduler.add_noise(target_latents, noise, timesteps)
         velocity = self.noise_scheduler.get_velocity(target_latents, noise, timesteps)
         noisy_reference = self.noise_scheduler.add_noise(reference, reference_noise, timesteps)
@@ -321,15 +348,18 @@ class PartGenTrainer:
             if not torch.is_grad_enabled():
                 self.network.release()
 
-    def step_generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(sample_seed(self.config.seed, step, self.accelerator.process_index, 1))
+    def sample_generators(self, step: int) -> list[torch.Generator]:
+        """One generator per sample of this rank's share of step ``step``, keyed by the sample's global position."""
+        first = self.accelerator.process_index * self.config.batch_size
+        return [torch.Generator().manual_seed(sample_seed(self.config.seed, step, first + i, 1))
+                for i in range(self.config.batch_size)]
 
     def train_step(self, batch: dict) -> StepResult:
         """One optimiser step on ``batch`` (this rank's share of step ``self.step``)."""
         lr = self.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.loss(batch, self.step_generator(self.step))
+        loss = self.loss(batch, self.sample_generators(self.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}; lower learning_rate, or use bf16 "
                                      "instead of fp16")
