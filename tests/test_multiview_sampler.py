@@ -111,3 +111,20 @@ def test_a_batch_gives_one_grid_per_image():
     results = generate_views(model, image, options=FAST)
     assert len(results) == 2
     assert (results[0].images - results[1].images).abs().max() > 1e-3
+
+
+def test_images_go_through_the_unet_in_batches_with_the_same_grids(monkeypatch):
+    from partgen_models.multiview import sampler
+
+    model = tiny_zero123plus()
+    images = [_image(i)[0] for i in range(3)]
+    whole = sample_grid(model, images, FAST)
+    monkeypatch.setattr(sampler, "IMAGES_PER_BATCH", 2)
+    batches = []
+    hook = model.unet.register_forward_hook(lambda m, a, o: batches.append(a[0].shape[0]))
+    try:
+        split = sample_grid(model, images, FAST)
+    finally:
+        hook.remove()
+    assert batches == [4, 4] * 2 + [2, 2] * 2  # (reference, main) x 2 steps: 2 images x 2 halves, then 1
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-4)  # float rounding of the batch size

@@ -47,8 +47,9 @@ class TextureError(ValueError):
 class TextureOptions:
     """How to bake.
 
-    size: texture side in pixels (512..4096). Memory about ``size² x 100`` bytes while baking
-        (1024: 0.1 GB, 4096: 1.7 GB); time grows with size² for the field queries.
+    size: texture side in pixels (512..4096). Memory about ``size² x 200`` bytes while baking
+        (1024: 0.2 GB, 4096: 3.1 GB, measured by benchmarks/bench_memory.py: mostly the UV raster and
+        the dilation; view colours are computed in chunks); time grows with size².
     source: "views+field" (views where seen, the colour field elsewhere), "views" (texels no view
         sees take the nearest seen colour through dilation) or "field" (InstantMesh's texture path).
     dilation: pixels of padding grown around each chart.
