@@ -89,7 +89,7 @@ class Reconstruct(io.ComfyNode):
                     tooltip=(
                         "Extraction grid; 0 = the model's default (mesh 128, NeRF 256). Detail, time and memory grow "
                         "with it: 256 takes about 4x the time of 128 on the surface cells. The grid holds 12 bytes "
-                        "per point (mesh; NeRF 16): 256 0.2 GB, 512 1.6 GB, plus ~1.5 KB per cell on the surface; "
+                        "per point (mesh; NeRF 16): 256 0.2 GB, 512 1.6 GB, plus ~2 KB per cell on the surface; "
                         "above memory_budget_mb it is refused before anything runs (512 needs a larger budget)."
                     ),
                 ),

@@ -253,3 +253,12 @@ def test_a_surface_over_the_memory_budget_is_refused_with_what_it_needs(mesh_mod
     with pytest.raises(rec.OverBudget, match=r"the surface crosses \d+ of the 16\^3 grid's cells .* needs about \d+ MB, "
                                             r"over memory_budget_mb=64. Raise memory_budget_mb to at least \d+"):
         rec.extract_flexicubes(mesh_model, planes, 16, ReconstructionOptions(memory_budget_mb=64), Runtime())
+
+
+def test_a_marching_cubes_surface_over_the_budget_is_refused(nerf_model, monkeypatch):
+    _sphere_field(monkeypatch, nerf_model)
+    monkeypatch.setattr(rec, "SURFACE_BYTES_PER_CUBE", 2**20)
+    planes = torch.zeros(1, 3, nerf_model.config.triplane_dim, 8, 8)
+    with pytest.raises(rec.OverBudget, match=r"the surface crosses \d+ of the 24\^3 grid's edges .* over "
+                                            r"memory_budget_mb=64. Raise memory_budget_mb"):
+        rec.extract_marching_cubes(nerf_model, planes, 24, ReconstructionOptions(memory_budget_mb=64), Runtime())

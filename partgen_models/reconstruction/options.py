@@ -16,7 +16,7 @@ class ReconstructionOptions:
         NeRF variant: marching-cubes samples per side (InstantMesh uses 256). Time and memory grow
         with its cube; only cells on the surface are processed in full.
     memory_budget_mb: bound on the temporary memory of extraction: the grid (12 bytes a point for
-        the mesh variant, 16 for NeRF: R=512 1.6 GB), the surface (~1.5 KB per cell it crosses) and
+        the mesh variant, 16 for NeRF: R=512 1.6 GB), the surface (~2 KB per cell it crosses, decimation included) and
         the query chunks, which get what the grid leaves. A resolution or surface that needs more is
         refused (``reconstruct.OverBudget``, with the amount needed); the grid's check comes before
         anything runs. Parts are batched through the encoder and transformer as far as this allows.

@@ -115,10 +115,11 @@ def _features(model: LargeReconstructionModel, planes: torch.Tensor, points: tor
 # Memory of surface extraction. Grid, per point: the SDF (float32) and the boolean volumes of
 # surface_cubes (measured ~11 bytes at R=256), or the NeRF density field, its concatenation and the
 # closed copy. Surface: what FlexiCubes holds per cube the surface crosses (corner ids, crossing edges,
-# dual vertices, weights, faces; measured up to ~900 bytes). The queries get the rest of the budget,
-# at least MIN_QUERY_MB. Measured with benchmarks/bench_memory.py (case flexicubes).
+# dual vertices, weights, faces; measured up to ~900 bytes), or per grid edge marching cubes crosses,
+# and in both cases the decimation of the ~2 faces each gives (~1 KB a face). The queries get the
+# rest of the budget, at least MIN_QUERY_MB. Measured with benchmarks/bench_memory.py.
 GRID_BYTES_PER_POINT = {"mesh": 12, "nerf": 16}
-SURFACE_BYTES_PER_CUBE = 1500
+SURFACE_BYTES_PER_CUBE = 2048
 MIN_QUERY_MB = 64
 
 
@@ -142,16 +143,18 @@ def check_grid_budget(resolution: int, variant: str, options: ReconstructionOpti
         raise OverBudget(
             f"resolution {resolution} needs about {_mb(needed)} MB for its {resolution}^3 extraction grid and "
             f"queries, over memory_budget_mb={options.memory_budget_mb}. Raise memory_budget_mb to at least "
-            f"{_mb(needed)} (plus ~1.5 KB per cell the surface crosses) if that much memory is free on the device"
+            f"{_mb(needed)} (plus ~2 KB per cell the surface crosses) if that much memory is free on the device"
             + (f", or lower resolution to {fits} or less" if fits else ", or lower resolution")
         )
 
 
-def _check_surface_budget(resolution: int, surface: int, options: ReconstructionOptions) -> None:
-    needed = grid_bytes(resolution, "mesh") + surface * SURFACE_BYTES_PER_CUBE
+def _check_surface_budget(resolution: int, surface: int, options: ReconstructionOptions, variant: str = "mesh") -> None:
+    needed = grid_bytes(resolution, variant) + surface * SURFACE_BYTES_PER_CUBE
+    what = "cells" if variant == "mesh" else "edges"
+    total = resolution**3 if variant == "mesh" else 3 * resolution**3
     if needed > options.memory_budget_mb * 2**20:
         raise OverBudget(
-            f"the surface crosses {surface} of the {resolution}^3 grid's cells (a {100 * surface / resolution**3:.1f}% "
+            f"the surface crosses {surface} of the {resolution}^3 grid's {what} (a {100 * surface / total:.1f}% "
             f"share); extracting it needs about {_mb(needed)} MB, over memory_budget_mb={options.memory_budget_mb}. "
             f"Raise memory_budget_mb to at least {_mb(needed) + MIN_QUERY_MB} if that much memory is free on the device, or "
             f"lower resolution (the cells on the surface fall with its square)"
@@ -275,6 +278,11 @@ def extract_marching_cubes(
             f"the predicted density never crosses density_threshold {options.density_threshold:g} on the "
             f"{resolution}^3 grid (it spans {float(field.min()):.3g}..{float(field.max()):.3g}), so there is no surface"
         )
+    inside = field > options.density_threshold
+    crossings = sum(int((inside.take(range(1, resolution), axis) != inside.take(range(resolution - 1), axis)).sum())
+                    for axis in range(3))
+    del inside
+    _check_surface_budget(resolution, crossings, options, "nerf")
     # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
     vertices, faces, _, _ = marching_cubes(field, level=options.density_threshold, gradient_direction="ascent")
     vertices = torch.from_numpy(vertices.copy()).float() / (resolution - 1) * 2 - 1
