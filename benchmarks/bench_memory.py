@@ -225,7 +225,13 @@ def case_place_parts(device: torch.device, size: str, scratch: Path):
     from partgen_models.evaluation.procedural import generate_object
     from partgen_models.runtime import Runtime
 
-    source = list(generate_object("chair", 0).parts) + list(generate_object("robot", 0).parts)
+    from dataclasses import replace
+
+    # 16 parts (the most MMPart places): a chair's, a robot's and a mug's, and one more chair part, overlaid
+    objects = [generate_object(name, 0).parts for name in ("chair", "robot", "mug")] + [generate_object("chair", 1).parts[:1]]
+    source = []
+    for parts in objects:
+        source += [replace(p, name=f"{p.name}_{len(source) + i}") for i, p in enumerate(parts)]
     sample = prepare_placement_sample("bench", source[:16], 512)
     options = PlacementOptions(silhouette_rounds=10, render_size=1024)
     runtime = Runtime(device=device, dtype=torch.float32)
