@@ -88,7 +88,9 @@ class Reconstruct(io.ComfyNode):
                     step=8,
                     tooltip=(
                         "Extraction grid; 0 = the model's default (mesh 128, NeRF 256). Detail, time and memory grow "
-                        "with it: 256 takes about 4x the time of 128 on the surface cells."
+                        "with it: 256 takes about 4x the time of 128 on the surface cells. The grid holds 12 bytes "
+                        "per point (mesh; NeRF 16): 256 0.2 GB, 512 1.6 GB, plus ~2 KB per cell on the surface; "
+                        "above memory_budget_mb it is refused before anything runs (512 needs a larger budget)."
                     ),
                 ),
                 io.Int.Input(
@@ -96,7 +98,9 @@ class Reconstruct(io.ComfyNode):
                     default=_DEFAULTS.memory_budget_mb,
                     min=64,
                     max=65536,
-                    tooltip="Upper bound for temporary memory of the grid queries and part batches; lower it if you run out of VRAM.",
+                    tooltip="Upper bound for the temporary memory of extraction (grid, surface cells, queries) and of "
+                            "part batches; a resolution or surface that needs more is refused with the amount it "
+                            "needs. Lower it if you run out of VRAM; raise it (if free) for resolution above ~400.",
                 ),
                 io.Int.Input(
                     "target_faces", **host_features.advanced(),
@@ -132,8 +136,8 @@ class Reconstruct(io.ComfyNode):
                     max=4096,
                     step=256,
                     optional=True,
-                    tooltip="Texture side in pixels. Memory while baking about size² x 100 bytes (1024: 0.1 GB, "
-                    "4096: 1.7 GB); time grows with size². Only used when texture is on.",
+                    tooltip="Texture side in pixels. Memory while baking about size² x 200 bytes (1024: 0.2 GB, "
+                    "4096: 3.1 GB); time grows with size² (4096: ~3 min on a CPU). Only used when texture is on.",
                 ),
             ],
             outputs=[sockets.Parts.Output(display_name="parts")],

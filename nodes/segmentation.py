@@ -112,8 +112,9 @@ class Segment(io.ComfyNode):
                 sockets.Segmenter.Input("segmenter", tooltip="From PartGen Load Segmenter."),
                 sockets.Views.Input("views", tooltip="From PartGen Multi-View."),
                 io.Int.Input("samples", default=_DEFAULTS.num_samples, min=1, max=64,
-                             tooltip="PartGen: samples pooled for ranking (paper: 1/5/10 → mAP50 45/54/59). All run in one "
-                                     "batch: VRAM and time grow linearly. Ignored by SAM."),
+                             tooltip="PartGen: samples pooled for ranking (paper: 1/5/10 → mAP50 45/54/59). Denoised in "
+                                     "batches of up to 8 (the same samples as one batch): VRAM grows with min(samples, "
+                                     "8), about what Multi-View needs per sample; time grows linearly. Ignored by SAM."),
                 io.Int.Input("steps", default=_DEFAULTS.num_inference_steps, min=1, max=500,
                              tooltip="PartGen: denoising steps per sample. Ignored by SAM."),
                 io.Float.Input("guidance", default=_DEFAULTS.guidance_scale, min=0.0, max=20.0, step=0.1,

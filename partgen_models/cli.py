@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="do not reconstruct the whole input image as the depth reference for placement")
     mmpart.add_argument("--depth-map", type=Path, help="optional relative depth image of IMAGE (near is bright)")
     mmpart.add_argument("--reconstruction-model", default="instant-mesh-large", help="InstantMesh checkpoint")
-    mmpart.add_argument("--resolution", type=int, default=0, help="extraction grid (0: the model's default)")
+    mmpart.add_argument("--resolution", type=int, default=0,
+                        help="extraction grid, 0 (the model's default) or 16..512; memory 12 bytes per grid point "
+                             "(512: 1.6 GB), checked against --memory-budget-mb before any model loads")
+    mmpart.add_argument("--memory-budget-mb", type=int, default=1024,
+                        help="bound on reconstruction's temporary memory (default 1024; resolution 512 needs ~2000)")
     mmpart.add_argument("--render-size", type=int, default=256, help="placement render size in pixels (32..1024)")
     return parser
 
@@ -260,6 +264,21 @@ def _named_parts(args: argparse.Namespace) -> tuple[list[str], list[Path]]:
     return names, paths
 
 
+def _as_flags(message: str) -> str:
+    """A reconstruction message in the command's words: its option names become the flags that set them."""
+    return message.replace("memory_budget_mb", "--memory-budget-mb").replace("resolution", "--resolution")
+
+
+def _check_reconstruction_memory(args: argparse.Namespace, options) -> None:
+    """The extraction grid against the budget, before any weights are read (reconstruct_parts checks
+    it again with the loaded model)."""
+    from .reconstruction.options import DEFAULT_RESOLUTION
+    from .reconstruction.reconstruct import check_grid_budget
+
+    variant = "nerf" if "nerf" in args.reconstruction_model.lower() else "mesh"
+    check_grid_budget(options.resolution or DEFAULT_RESOLUTION[variant], variant, options)
+
+
 def run_mmpart_command(args: argparse.Namespace) -> None:
     from .assembly.export import ExportOptions, export_parts
     from .assembly.mmpart import MMPartOptions, run_mmpart
@@ -272,10 +291,16 @@ def run_mmpart_command(args: argparse.Namespace) -> None:
     from .runtime import Runtime, default_runtime
 
     names, paths = _named_parts(args)
+    try:
+        reconstruction_options = ReconstructionOptions(resolution=args.resolution or None,
+                                                       memory_budget_mb=args.memory_budget_mb)
+        _check_reconstruction_memory(args, reconstruction_options)
+    except ValueError as error:
+        raise ArgumentError(_as_flags(str(error))) from None
     options = MMPartOptions(
         multiview=MultiViewOptions(num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                                    view_size=args.view_size),
-        reconstruction=ReconstructionOptions(resolution=args.resolution or None),
+        reconstruction=reconstruction_options,
         placement=PlacementOptions(render_size=args.render_size),
         use_reference=not args.no_reference,
     )

@@ -67,6 +67,9 @@ def test_tiny_mmpart_run_writes_named_placed_parts(inputs, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--part", "hat"], "--part 'hat': write it as NAME=IMAGE"),
     (["--part", "a=x.png", "--part-mask", "m1.png", "--part-mask", "m2.png"], "2 --part-mask for 1 --part"),
+    (["--part", "a=x.png", "--resolution", "512"], "--resolution 512 needs about 1610 MB for its 512^3 extraction grid "
+                                                   "and queries, over --memory-budget-mb=1024. Raise --memory-budget-mb"),
+    (["--part", "a=x.png", "--resolution", "600"], "--resolution must be within 16..512, got 600"),
 ])
 def test_bad_part_arguments_are_readable_errors(inputs, tmp_path, extra, message):
     image, _, _ = inputs

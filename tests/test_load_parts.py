@@ -285,3 +285,14 @@ def test_non_manifold_mesh_loads_when_kept_with_a_warning(tmp_path, caplog):
 def test_unknown_non_manifold_policy_is_refused():
     with pytest.raises(LoadPartsError, match=r"non_manifold must be one of \('error', 'keep'\), got 'fix'"):
         LoadOptions(non_manifold="fix")
+
+
+def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    from partgen_models.assembly import load
+
+    path = tmp_path / "big.glb"
+    path.write_bytes(b"x" * (2 * 2**20 + 1))  # never parsed: refused on its size
+    monkeypatch.setattr(load, "MAX_FILE_MB", 2)
+    with pytest.raises(load.LoadPartsError, match=r"big.glb: the file is 2 MB; PartGen reads mesh files up to 2 MB "
+                                                  r"\(loading takes about 8x the file's size in memory\)"):
+        load.load_parts(path)

@@ -242,3 +242,18 @@ def test_deferred_previews_follow_one_step_behind_and_the_last_comes_at_once(mon
     assert seen[0][2] is None and seen[1][2] is copies[0] and seen[2][2] is copies[2]
     assert waited == [1, 3]  # step 2's copy waited for step 1's; the last waits for itself
     assert torch.equal(copies[2], mv.latent_preview(latents[2]))
+def test_images_go_through_the_unet_in_batches_with_the_same_grids(monkeypatch):
+    from partgen_models.multiview import sampler
+
+    model = tiny_zero123plus()
+    images = [_image(i)[0] for i in range(3)]
+    whole = sample_grid(model, images, FAST)
+    monkeypatch.setattr(sampler, "IMAGES_PER_BATCH", 2)
+    batches = []
+    hook = model.unet.register_forward_hook(lambda m, a, o: batches.append(a[0].shape[0]))
+    try:
+        split = sample_grid(model, images, FAST)
+    finally:
+        hook.remove()
+    assert batches == [4, 4] * 2 + [2, 2] * 2  # (reference, main) x 2 steps: 2 images x 2 halves, then 1
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-4)  # float rounding of the batch size

@@ -200,9 +200,65 @@ def test_a_part_without_surface_is_skipped_with_what_happened_and_what_to_try(ne
 def test_flexicubes_without_sign_change_says_so(tmp_path, monkeypatch):
     model = load_instantmesh(write_tiny_instantmesh(tmp_path / "instant_mesh_large.ckpt", "mesh"))
     monkeypatch.setattr(rec, "_features", lambda model, planes, points: points.to(torch.float32))
-    monkeypatch.setattr(model.decoder, "sdf_and_deformation",
-                        lambda points: (torch.full((points.shape[0], 1), 0.25), torch.zeros(points.shape[0], 3)))
+    monkeypatch.setattr(model.decoder, "sdf", lambda points: torch.full((points.shape[0],), 0.25))
     planes = torch.zeros(1, 3, model.config.triplane_dim, 8, 8)
     with pytest.raises(rec.NoSurface, match=r"never changes sign on the 16\^3 grid \(every value is positive: "
                                             r"0.25..0.25\).*Upstream InstantMesh would output the grid's bounding box"):
         rec.extract_flexicubes(model, planes, 16, ReconstructionOptions(), Runtime())
+
+
+@pytest.fixture(scope="module")
+def mesh_model(tmp_path_factory):
+    return load_instantmesh(write_tiny_instantmesh(tmp_path_factory.mktemp("lrm") / "instant_mesh_large.ckpt", "mesh"))
+
+
+def _dense_flexicubes(model, planes, resolution):
+    """The extraction as upstream runs it: every grid vertex queried and deformed, all corner features."""
+    from partgen_models.reconstruction.flexicubes import extract_mesh, make_grid, surface_cubes
+
+    grid = make_grid(resolution, rec.GRID_SCALE)
+    features = rec._features(model, planes, grid.vertices)
+    sdf, deformation = model.decoder.sdf_and_deformation(features)
+    sdf = rec.close_at_grid_boundary_sdf(sdf.float(), resolution)
+    vertices = grid.vertices + torch.tanh(deformation.float()) / (resolution * rec.DEFORMATION_MULTIPLIER)
+    cube_ids = surface_cubes(grid, sdf)
+    weights = model.decoder.cube_weights(features[grid.cubes[cube_ids]].reshape(cube_ids.shape[0], -1)).float()
+    return extract_mesh(grid, sdf, vertices, cube_ids, weights)
+
+
+def test_chunked_surface_only_flexicubes_equals_the_dense_extraction(mesh_model, monkeypatch):
+    planes = torch.randn(1, 3, mesh_model.config.triplane_dim, 16, 16, generator=torch.Generator().manual_seed(3))
+    expected_vertices, expected_faces = _dense_flexicubes(mesh_model, planes, 20)
+    monkeypatch.setattr(rec, "_points_per_chunk", lambda model, budget_mb, width_factor=1: 333)  # many small chunks
+    vertices, faces = rec.extract_flexicubes(mesh_model, planes, 20, ReconstructionOptions(), Runtime())
+    assert faces.shape[0] > 1000
+    assert torch.equal(faces, expected_faces)
+    torch.testing.assert_close(vertices, expected_vertices, rtol=0, atol=1e-6)
+
+
+def test_a_resolution_over_the_memory_budget_is_refused_before_anything_runs(mesh_model, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran although the grid is over budget")
+
+    monkeypatch.setattr(mesh_model, "forward_planes", never)
+    with pytest.raises(rec.OverBudget, match=r"resolution 512 needs about 1610 MB for its 512\^3 extraction grid and "
+                                            r"queries, over memory_budget_mb=1024. Raise memory_budget_mb to at least 1610 "
+                                            r".*or lower resolution to 432 or less"):
+        rec.reconstruct_parts(mesh_model, _part_views(1), ReconstructionOptions(resolution=512))
+
+
+def test_a_surface_over_the_memory_budget_is_refused_with_what_it_needs(mesh_model, monkeypatch):
+    monkeypatch.setattr(rec, "SURFACE_BYTES_PER_CUBE", 2**20)  # 1 MB a cell: any surface is over 64 MB
+    planes = torch.randn(1, 3, mesh_model.config.triplane_dim, 16, 16, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(rec.OverBudget, match=r"the surface crosses \d+ of the 16\^3 grid's cells .* needs about \d+ MB, "
+                                            r"over memory_budget_mb=64. Raise memory_budget_mb to at least \d+"):
+        rec.extract_flexicubes(mesh_model, planes, 16, ReconstructionOptions(memory_budget_mb=64), Runtime())
+
+
+def test_a_marching_cubes_surface_over_the_budget_is_refused(nerf_model, monkeypatch):
+    _sphere_field(monkeypatch, nerf_model)
+    monkeypatch.setattr(rec, "SURFACE_BYTES_PER_CUBE", 2**20)
+    planes = torch.zeros(1, 3, nerf_model.config.triplane_dim, 8, 8)
+    with pytest.raises(rec.OverBudget, match=r"the surface crosses \d+ of the 24\^3 grid's edges .* over "
+                                            r"memory_budget_mb=64. Raise memory_budget_mb"):
+        rec.extract_marching_cubes(nerf_model, planes, 24, ReconstructionOptions(memory_budget_mb=64), Runtime())

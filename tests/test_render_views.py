@@ -133,3 +133,14 @@ def test_empty_sources_are_refused():
         render_asset_views([], FAST)
     with pytest.raises(Exception, match="no such file"):
         render_asset_views(EXAMPLE_MESH.with_name("missing.glb"), FAST)
+
+
+def test_a_mesh_over_the_face_limit_is_refused_before_rendering(monkeypatch):
+    from partgen_models.rendering import asset_views
+
+    monkeypatch.setattr(asset_views, "MAX_FACES", 10)
+    parts = generate_object("chair", 0).parts
+    faces = sum(int(p.faces.shape[0]) for p in parts)
+    with pytest.raises(RenderError, match=f"the mesh has {faces:,} faces; Render Views draws at most 10 "
+                                          r"\(about 1 KB of memory each while rendering\). Decimate it first"):
+        render_asset_views(parts, FAST)

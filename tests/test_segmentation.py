@@ -57,6 +57,23 @@ def test_samples_are_batched_and_ranked(segmenter, views):
     assert torch.equal(result.masks, again.masks)
 
 
+def test_batching_the_samples_does_not_change_them(segmenter, views):
+    options = SegmentationOptions(num_samples=3, num_inference_steps=2, seed=1)
+    whole = segment_views(segmenter, views, options)
+    calls = []
+    hook = segmenter.diffusion.unet.register_forward_hook(lambda m, a, o: calls.append(tuple(a[0].shape[:2])))
+    try:
+        split = segment_views(segmenter, views, SegmentationOptions(num_samples=3, num_inference_steps=2, seed=1,
+                                                                    max_batch=2))
+    finally:
+        hook.remove()
+    assert calls == [(2, 8), (4, 8)] * 2 + [(2, 8), (2, 8)] * 2  # a batch of 2 samples, then 1
+    torch.testing.assert_close(split.samples, whole.samples, rtol=0, atol=1e-4)  # float rounding of batch size
+    assert torch.equal(split.masks, whole.masks)
+    with pytest.raises(ValueError, match="max_batch must be within 1..64, got 0"):
+        SegmentationOptions(max_batch=0)
+
+
 def _segmentation():
     masks = torch.zeros(4, 6, 8, 8, dtype=torch.bool)
     masks[0, :, :4] = True

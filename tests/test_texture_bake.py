@@ -152,3 +152,16 @@ def test_a_missing_xatlas_says_how_to_install_it(ball, monkeypatch):
     vertices, faces = ball
     with pytest.raises(ImportError, match="baking textures needs xatlas: pip install xatlas \\(or set texture to 'off'"):
         bake_texture("ball", vertices, faces, TextureOptions(size=SIZE), field_color=colour_of)
+
+
+def test_view_colours_in_chunks_equal_one_pass(ball):
+    from partgen_models.reconstruction.texture import colors_from_views
+
+    vertices, faces = ball
+    points = torch.rand(1000, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6
+    normals = F.normalize(points, dim=-1)
+    views, options = _views(vertices, faces), TextureOptions()
+    whole = colors_from_views(points, normals, vertices, faces, views, options, chunk=1000)
+    chunked = colors_from_views(points, normals, vertices, faces, views, options, chunk=77)
+    assert bool((whole[1] > 0).any())
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])

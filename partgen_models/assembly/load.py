@@ -86,6 +86,11 @@ class _Piece:
     texture: Optional[np.ndarray] = None  # [H,W,3] sRGB 0..1, the base-colour image
 
 
+# Largest file read: geometry costs ~8x its file size in memory while loading (a 28 MB GLB of 1M
+# faces took 234 MB, benchmarks/bench_memory.py), so 1 GB stays near 8 GB.
+MAX_FILE_MB = 1024
+
+
 def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
     path = Path(path)
     if not path.is_file():
@@ -95,6 +100,11 @@ def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
         raise LoadPartsError(f"{path.name}: unsupported file type {suffix or '(none)'}; Load Parts reads {', '.join(LOADABLE_SUFFIXES)}")
     if path.stat().st_size == 0:
         raise LoadPartsError(f"{path.name}: the file is empty")
+    if path.stat().st_size > MAX_FILE_MB * 2**20:
+        raise LoadPartsError(
+            f"{path.name}: the file is {path.stat().st_size / 2**20:.0f} MB; PartGen reads mesh files up to "
+            f"{MAX_FILE_MB} MB (loading takes about 8x the file's size in memory). Decimate the mesh or split it first"
+        )
     scene = _read_scene(path, suffix)
     pieces = _gltf_pieces(scene, path, suffix) if suffix != ".obj" else _obj_pieces(scene, path)
     if not pieces:

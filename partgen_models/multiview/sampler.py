@@ -157,7 +157,21 @@ def sample_grid(
     :func:`generate_views` to crop, recentre and composite an arbitrary input first.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
-    return decode_latents(model, sample_latents(model, images_uint8, options, runtime))
+    images_uint8 = list(images_uint8)
+    grids = []
+    # At most IMAGES_PER_BATCH images through the UNet together, whatever the IMAGE batch: each image's
+    # noise follows its own seed (seed + i), so the batching does not change the grids.
+    for start in range(0, len(images_uint8), IMAGES_PER_BATCH):
+        chunk = images_uint8[start : start + IMAGES_PER_BATCH]
+        seeds = [(options.seed + i) % 2**64 for i in range(start, start + len(chunk))]
+        latents = sample_latents(model, chunk, options, runtime, sample_seeds=seeds, image_seeds=seeds)
+        grids.append(decode_latents(model, latents))
+    return torch.cat(grids)
+
+
+# Images denoised together by sample_grid (an IMAGE batch, or MMPart's parts): bounds the UNet batch,
+# and so VRAM (about 0.3 GB per image at 320 px in fp16, 1.2 GB at 640), whatever the batch size.
+IMAGES_PER_BATCH = 8
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ Usage (what InstantMesh's ``get_geometry_prediction`` does, restricted to the su
     weights = ...                                      # the weight head for grid.cubes[cube_ids], (S, 21)
     mesh_vertices, mesh_faces = extract_mesh(grid, sdf, vertices, cube_ids, weights)
 
+At large resolutions, query the SDF head alone over ``grid.positions`` in chunks, and deform only the
+surface cubes' corners: ``extract_mesh(grid, sdf, corner_vertices, cube_ids, weights, vertex_ids=corner_ids)``
+(what ``reconstruction.reconstruct`` does; memory ``(R+1)^3 * ~8`` bytes plus ~1 KB per surface cube).
+
 Output order: vertices are the dual vertices, grouped by how many dual vertices their cube has (cubes
 with 1 first, then 2, 3, 4), ascending cube id within a group, patch order within a cube. Like upstream,
 dual vertices of cubes whose crossing edges all lie on the grid's outer boundary are returned although
@@ -60,8 +64,11 @@ _SPLIT_13 = [0, 1, 3, 3, 1, 2]
 class FlexiCubesGrid:
     """A regular grid of ``resolution^3`` cubes spanning ``[-scale/2, scale/2]^3``.
 
-    Built once per (resolution, scale, device) by :func:`make_grid` and reused. Layouts equal
-    upstream's ``FlexiCubesGeometry.verts`` / ``.indices``:
+    Built once per (resolution, scale, device) by :func:`make_grid` and reused. Only the ``(R+1,)`` axis
+    positions are stored: :meth:`positions` computes any vertices' positions from their ids, so memory
+    does not grow with ``R^3`` (R=512: the full tables would hold 1.6 GB of vertices and 8.6 GB of cube
+    corners). ``vertices`` and ``cubes`` build the full tables on first use (tests, small grids); layouts
+    equal upstream's ``FlexiCubesGeometry.verts`` / ``.indices``:
 
     * vertex ``(ix, iy, iz)`` has id ``(ix * (R+1) + iy) * (R+1) + iz`` and position
       ``(round(i / R, 5 decimals) - 0.5) * scale`` per axis, in float32;
@@ -71,8 +78,7 @@ class FlexiCubesGrid:
 
     resolution: int
     scale: float
-    vertices: torch.Tensor  # ((R+1)^3, 3) float32
-    cubes: torch.Tensor  # (R^3, 8) long corner vertex ids
+    axis: torch.Tensor  # (R+1,) float32 positions along each axis
 
     @property
     def num_vertices(self) -> int:
@@ -84,14 +90,36 @@ class FlexiCubesGrid:
 
     @property
     def device(self) -> torch.device:
-        return self.vertices.device
+        return self.axis.device
+
+    def positions(self, vertex_ids: torch.Tensor) -> torch.Tensor:
+        """``(K, 3)`` float32 positions of the vertices ``vertex_ids`` (bitwise rows of ``vertices``)."""
+        n = self.resolution + 1
+        ids = vertex_ids.to(self.device).long()
+        return torch.stack([self.axis[ids // (n * n)], self.axis[(ids // n) % n], self.axis[ids % n]], dim=1)
+
+    @functools.cached_property
+    def vertices(self) -> torch.Tensor:
+        """``((R+1)^3, 3)`` float32 positions of all vertices, x-major (``(R+1)^3 * 12`` bytes)."""
+        n = self.resolution + 1
+        return torch.stack(torch.meshgrid(self.axis, self.axis, self.axis, indexing="ij"), dim=-1).reshape(n**3, 3)
+
+    @functools.cached_property
+    def cubes(self) -> torch.Tensor:
+        """``(R^3, 8)`` long corner vertex ids of all cubes (``R^3 * 64`` bytes)."""
+        n, r, device = self.resolution + 1, self.resolution, self.device
+        # Corner 0 of cube (i, j, k) is vertex (i, j, k): build its id by broadcasting, without R^3-sized
+        # index temporaries.
+        steps = torch.arange(r, device=device)
+        base = (steps[:, None, None] * n + steps[None, :, None]) * n + steps[None, None, :]  # (R, R, R)
+        return base.reshape(-1, 1) + _corner_vertex_offsets(r, device)[None, :]
 
 
 def make_grid(resolution: int, scale: float, device: torch.device | str | None = None) -> FlexiCubesGrid:
     """The FlexiCubes grid of InstantMesh (``grid_res``, ``grid_scale`` 2.1 in its configs) on ``device``.
 
-    Costs ``(R+1)^3 * 12`` bytes of vertices plus ``R^3 * 64`` bytes of cube corners (R=128: 25 MB +
-    134 MB, ~0.15 s on one CPU core; R=256: 0.2 GB + 1.1 GB, ~1 s).
+    Costs ``(R+1) * 4`` bytes; the full vertex and cube tables are built only if read (``(R+1)^3 * 12``
+    plus ``R^3 * 64`` bytes: R=128 25 MB + 134 MB, R=512 1.6 GB + 8.6 GB).
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
@@ -99,16 +127,8 @@ def make_grid(resolution: int, scale: float, device: torch.device | str | None =
     if not (scale > 0 and scale < float("inf")):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
     device = torch.device("cpu") if device is None else torch.device(device)
-    n = resolution + 1
     axis = _axis_positions(resolution).to(device) * scale  # (R+1,)
-    # Vertex ids run x-major, z-minor, the lexicographic order upstream's torch.unique produces.
-    vertices = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(n**3, 3)
-    # Corner 0 of cube (i, j, k) is vertex (i, j, k): build its id by broadcasting, without R^3-sized
-    # index temporaries (R=256: the (R^3, 8) result alone is 1 GB).
-    steps = torch.arange(resolution, device=device)
-    base = (steps[:, None, None] * n + steps[None, :, None]) * n + steps[None, None, :]  # (R, R, R)
-    cubes = base.reshape(-1, 1) + _corner_vertex_offsets(resolution, device)[None, :]  # (R^3, 8)
-    return FlexiCubesGrid(resolution=resolution, scale=scale, vertices=vertices, cubes=cubes)
+    return FlexiCubesGrid(resolution=resolution, scale=scale, axis=axis)
 
 
 def surface_cubes(grid: FlexiCubesGrid, sdf: torch.Tensor) -> torch.Tensor:
@@ -143,23 +163,28 @@ def extract_mesh(
     vertices: torch.Tensor,
     cube_ids: torch.Tensor,
     weights: torch.Tensor,
+    vertex_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triangle mesh of the zero level set, as upstream ``FlexiCubes(..., training=False)`` returns it.
 
     Args:
         grid: from :func:`make_grid`.
         sdf: ``((R+1)^3,)`` (or ``((R+1)^3, 1)``) signed distances at the grid vertices, negative inside.
-        vertices: ``((R+1)^3, 3)`` deformed grid vertex positions.
+        vertices: ``((R+1)^3, 3)`` deformed grid vertex positions, or with ``vertex_ids`` only those
+            vertices' positions, row ``i`` for vertex ``vertex_ids[i]``.
         cube_ids: ``(S,)`` exactly ``surface_cubes(grid, sdf)`` (a subset leaves holes).
         weights: ``(S, 21)`` raw weight-head outputs for those cubes (what InstantMesh passes as
             ``weight_n``, i.e. after its ``* 0.1``): beta for the 12 edges, alpha for the 8 corners,
             gamma. Normalised here with ``weight_scale = 0.5``.
+        vertex_ids: optional strictly increasing ids of the vertices given in ``vertices``; they must
+            include every corner of the listed cubes (the only vertices read). Lets a caller deform
+            only the surface cubes' corners instead of all ``(R+1)^3`` vertices; same output.
 
     Returns:
         ``(vertices (N, 3) float32, faces (M, 3) long)``, in upstream's order (module docstring).
         No surface (all positive, all negative): ``(0, 3)`` and ``(0, 3)``.
     """
-    sdf, vertices, cube_ids, weights = _check_inputs(grid, sdf, vertices, cube_ids, weights)
+    sdf, vertices, cube_ids, weights = _check_inputs(grid, sdf, vertices, cube_ids, weights, vertex_ids)
     device = vertices.device
     if cube_ids.numel() == 0:
         return torch.zeros((0, 3), device=device), torch.zeros((0, 3), dtype=torch.long, device=device)
@@ -168,11 +193,12 @@ def extract_mesh(
     inside = sdf[corners] < 0  # (S, 8)
     if inside.all(dim=1).any() or not inside.any(dim=1).all():
         raise ValueError("cube_ids must be surface_cubes(grid, sdf): some listed cubes do not cross the surface")
+    corner_rows = corners if vertex_ids is None else _rows_of(vertex_ids.to(device).long(), corners)
     beta, alpha, gamma = _normalize_weights(weights)
     cases = _case_ids(grid, cube_ids, inside, tables)
     edge_of_slot, edge_first_vertex, edge_cube_count = _crossing_edges(grid, corners, inside, tables)
     dual_vertices, vertex_gamma, vertex_of_slot = _dual_vertices(
-        vertices, sdf, corners, cases, edge_of_slot, beta, alpha, gamma, tables
+        vertices, sdf, corners, corner_rows, cases, edge_of_slot, beta, alpha, gamma, tables
     )
     faces = _triangulate(sdf, edge_of_slot, edge_first_vertex, edge_cube_count, vertex_of_slot, vertex_gamma)
     logger.debug("FlexiCubes R=%d: %d surface cubes -> %d vertices, %d faces",
@@ -239,12 +265,26 @@ def _flat_field(grid: FlexiCubesGrid, sdf: torch.Tensor) -> torch.Tensor:
     return sdf
 
 
+def _rows_of(vertex_ids: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Row of each corner id in the sorted ``vertex_ids``; refuses corners that are not listed."""
+    rows = torch.searchsorted(vertex_ids, corners).clamp(max=vertex_ids.numel() - 1)
+    if not torch.equal(vertex_ids[rows], corners):
+        raise ValueError("vertex_ids must include every corner of the listed cubes")
+    return rows
+
+
 def _check_inputs(
-    grid: FlexiCubesGrid, sdf: torch.Tensor, vertices: torch.Tensor, cube_ids: torch.Tensor, weights: torch.Tensor
+    grid: FlexiCubesGrid, sdf: torch.Tensor, vertices: torch.Tensor, cube_ids: torch.Tensor, weights: torch.Tensor,
+    vertex_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     sdf = _flat_field(grid, sdf)
-    if vertices.shape != (grid.num_vertices, 3):
-        raise ValueError(f"vertices must have shape ({grid.num_vertices}, 3), got {tuple(vertices.shape)}")
+    rows = grid.num_vertices if vertex_ids is None else vertex_ids.shape[0]
+    if vertices.shape != (rows, 3):
+        raise ValueError(f"vertices must have shape ({rows}, 3), got {tuple(vertices.shape)}")
+    if vertex_ids is not None and vertex_ids.numel() and (
+        vertex_ids.dim() != 1 or (vertex_ids[1:] <= vertex_ids[:-1]).any()
+    ):
+        raise ValueError("vertex_ids must be a 1-D strictly increasing tensor of vertex ids")
     integer = not (cube_ids.dtype == torch.bool or cube_ids.is_floating_point() or cube_ids.is_complex())
     if cube_ids.dim() != 1 or not integer:
         raise ValueError(
@@ -332,6 +372,7 @@ def _dual_vertices(
     vertices: torch.Tensor,
     sdf: torch.Tensor,
     corners: torch.Tensor,
+    corner_rows: torch.Tensor,
     cases: torch.Tensor,
     edge_of_slot: torch.Tensor,
     beta: torch.Tensor,
@@ -358,10 +399,11 @@ def _dual_vertices(
     edge = patch_edges[vertex, slot]
     corner_a, corner_b = tables.cube_edges[edge, 0], tables.cube_edges[edge, 1]
     id_a, id_b = corners[cube, corner_a], corners[cube, corner_b]
+    row_a, row_b = corner_rows[cube, corner_a], corner_rows[cube, corner_b]  # rows of ``vertices``
     # Crossing of the alpha-weighted linear interpolant: x = (x_a w_b - x_b w_a) / (w_b - w_a), w = alpha s.
     w_a = (sdf[id_a] * alpha[cube, corner_a])[:, None]
     w_b = (sdf[id_b] * alpha[cube, corner_b])[:, None]
-    crossing = (vertices[id_a] * w_b - vertices[id_b] * w_a) / (w_b - w_a)  # (K, 3)
+    crossing = (vertices[row_a] * w_b - vertices[row_b] * w_a) / (w_b - w_a)  # (K, 3)
     edge_beta = beta[cube, edge][:, None]  # (K, 1)
     num_vertices = vertex_cube.numel()
     beta_sum = vertices.new_zeros((num_vertices, 1)).index_add_(0, vertex, edge_beta)

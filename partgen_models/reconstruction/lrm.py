@@ -320,7 +320,13 @@ class MeshDecoder(nn.Module):
         self.net_weight = _mlp(8 * features, hidden, layers, 21)
 
     def sdf_and_deformation(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net_sdf(features).squeeze(-1), self.net_deformation(features)
+        return self.sdf(features), self.deformation(features)
+
+    def sdf(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net_sdf(features).squeeze(-1)
+
+    def deformation(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net_deformation(features)
 
     def cube_weights(self, corner_features: torch.Tensor) -> torch.Tensor:
         """corner features ``[..., 8 * 3C]`` (corners in grid order) → ``[..., 21]``."""

@@ -15,8 +15,11 @@ class ReconstructionOptions:
     resolution: extraction grid. Mesh variant: FlexiCubes cells per side (InstantMesh uses 128);
         NeRF variant: marching-cubes samples per side (InstantMesh uses 256). Time and memory grow
         with its cube; only cells on the surface are processed in full.
-    memory_budget_mb: bound on the temporary memory of grid queries; queries are chunked to fit.
-        Parts are batched through the encoder and transformer as far as this allows too.
+    memory_budget_mb: bound on the temporary memory of extraction: the grid (12 bytes a point for
+        the mesh variant, 16 for NeRF: R=512 1.6 GB), the surface (~2 KB per cell it crosses, decimation included) and
+        the query chunks, which get what the grid leaves. A resolution or surface that needs more is
+        refused (``reconstruct.OverBudget``, with the amount needed); the grid's check comes before
+        anything runs. Parts are batched through the encoder and transformer as far as this allows.
     target_faces: decimate each part to about this many faces (0 keeps the full mesh). On by default:
         a grid-128 FlexiCubes part has ~100-200k triangles, far more than an editor or engine wants;
         20k keeps the silhouette and colours (quadric decimation, about 1 s per 200k faces on a CPU).
@@ -26,7 +29,7 @@ class ReconstructionOptions:
         texture per part from that source (see :mod:`partgen_models.reconstruction.texture`; needs
         xatlas). Vertex colours stay on the part for formats without textures.
     texture_size: side of each part's texture in pixels (512..4096); baking holds about
-        ``texture_size² x 100`` bytes (1024: 0.1 GB).
+        ``texture_size² x 200`` bytes (1024: 0.2 GB, 4096: 3.1 GB).
     watertight: treat the extraction grid's outer faces as outside, so a field still inside where the
         grid ends closes there instead of leaving an open rim (upstream leaves it open; False
         reproduces upstream exactly).

@@ -112,26 +112,88 @@ def _features(model: LargeReconstructionModel, planes: torch.Tensor, points: tor
     return sample_triplanes(planes, points[None].to(planes.dtype))[0]  # (M, 3C)
 
 
+# Memory of surface extraction. Grid, per point: the SDF (float32) and the boolean volumes of
+# surface_cubes (measured ~11 bytes at R=256), or the NeRF density field, its concatenation and the
+# closed copy. Surface: what FlexiCubes holds per cube the surface crosses (corner ids, crossing edges,
+# dual vertices, weights, faces; measured up to ~900 bytes), or per grid edge marching cubes crosses,
+# and in both cases the decimation of the ~2 faces each gives (~1 KB a face). The queries get the
+# rest of the budget, at least MIN_QUERY_MB. Measured with benchmarks/bench_memory.py.
+GRID_BYTES_PER_POINT = {"mesh": 12, "nerf": 16}
+SURFACE_BYTES_PER_CUBE = 2048
+MIN_QUERY_MB = 64
+
+
+class OverBudget(ReconstructionError):
+    """Extraction at this resolution would need more than memory_budget_mb; the message says how much."""
+
+
+def grid_bytes(resolution: int, variant: str) -> int:
+    """Bytes the extraction grid holds at ``resolution`` (before the surface is known)."""
+    points = (resolution + 1) ** 3 if variant == "mesh" else resolution**3
+    return points * GRID_BYTES_PER_POINT[variant]
+
+
+def check_grid_budget(resolution: int, variant: str, options: ReconstructionOptions) -> None:
+    """Refuse, before anything is allocated, a resolution whose grid alone exceeds the budget."""
+    budget = options.memory_budget_mb * 2**20
+    needed = grid_bytes(resolution, variant) + MIN_QUERY_MB * 2**20
+    if needed > budget:
+        fits = max((r for r in range(16, resolution, 8) if grid_bytes(r, variant) + MIN_QUERY_MB * 2**20 <= budget),
+                   default=None)
+        raise OverBudget(
+            f"resolution {resolution} needs about {_mb(needed)} MB for its {resolution}^3 extraction grid and "
+            f"queries, over memory_budget_mb={options.memory_budget_mb}. Raise memory_budget_mb to at least "
+            f"{_mb(needed)} (plus ~2 KB per cell the surface crosses) if that much memory is free on the device"
+            + (f", or lower resolution to {fits} or less" if fits else ", or lower resolution")
+        )
+
+
+def _check_surface_budget(resolution: int, surface: int, options: ReconstructionOptions, variant: str = "mesh") -> None:
+    needed = grid_bytes(resolution, variant) + surface * SURFACE_BYTES_PER_CUBE
+    what = "cells" if variant == "mesh" else "edges"
+    total = resolution**3 if variant == "mesh" else 3 * resolution**3
+    if needed > options.memory_budget_mb * 2**20:
+        raise OverBudget(
+            f"the surface crosses {surface} of the {resolution}^3 grid's {what} (a {100 * surface / total:.1f}% "
+            f"share); extracting it needs about {_mb(needed)} MB, over memory_budget_mb={options.memory_budget_mb}. "
+            f"Raise memory_budget_mb to at least {_mb(needed) + MIN_QUERY_MB} if that much memory is free on the device, or "
+            f"lower resolution (the cells on the surface fall with its square)"
+        )
+
+
+def _mb(size: int) -> int:
+    return -(-size // 2**20)
+
+
+def _query_budget_mb(resolution: int, variant: str, options: ReconstructionOptions) -> int:
+    """What the grid leaves of the budget for query chunks (check_grid_budget keeps it >= MIN_QUERY_MB)."""
+    return max(MIN_QUERY_MB, options.memory_budget_mb - _mb(grid_bytes(resolution, variant)))
+
+
 def extract_flexicubes(
     model: LargeReconstructionModel, planes: torch.Tensor, resolution: int, options: ReconstructionOptions, runtime: Runtime
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One part's triplanes ``[1,3,C,H,W]`` → (vertices, faces) in InstantMesh's z-up frame."""
+    """One part's triplanes ``[1,3,C,H,W]`` → (vertices, faces) in InstantMesh's z-up frame.
+
+    Memory: the SDF over the ``(R+1)^3`` grid (no vertex table: positions are computed per chunk),
+    then only the surface cubes' corners are deformed and weighted. The grid and the surface are
+    checked against ``memory_budget_mb`` (:class:`OverBudget`); queries run in chunks within it.
+    """
     from .flexicubes import cube_corner_ids, extract_mesh, surface_cubes
 
     grid = _cached_grid(resolution, str(planes.device))
     decoder = model.decoder
-    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    chunk = _points_per_chunk(model, _query_budget_mb(resolution, "mesh", options))
+    device = planes.device
 
-    def sdf_and_offset(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sdf, deformation = decoder.sdf_and_deformation(_features(model, planes, points))
-        return sdf.float(), deformation.float()
-
-    outputs = _query_chunks(sdf_and_offset, grid.vertices, chunk, runtime)
-    sdf = torch.cat([o[0] for o in outputs]).reshape(-1)
+    # 1. SDF at every grid vertex, in chunks of positions computed from the vertex ids.
+    sdf = torch.empty(grid.num_vertices, device=device)
+    for start in range(0, grid.num_vertices, chunk):
+        runtime.check_interrupt()
+        ids = torch.arange(start, min(start + chunk, grid.num_vertices), device=device)
+        sdf[start : start + ids.shape[0]] = decoder.sdf(_features(model, planes, grid.positions(ids))).float().reshape(-1)
     if options.watertight:
-        sdf = close_at_grid_boundary_sdf(sdf, resolution)
-    offsets = torch.cat([o[1] for o in outputs])
-    vertices = grid.vertices + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
+        sdf = close_at_grid_boundary_sdf(sdf, resolution, in_place=True)
     cube_ids = surface_cubes(grid, sdf)
     if cube_ids.numel() == 0:
         side = "positive" if float(sdf.min()) > 0 else "negative"
@@ -140,22 +202,29 @@ def extract_flexicubes(
             f"{float(sdf.min()):.3g}..{float(sdf.max()):.3g}), so there is no surface between inside and outside. "
             f"Upstream InstantMesh would output the grid's bounding box here"
         )
+    _check_surface_budget(resolution, cube_ids.numel(), options)
 
-    # Weights only for cubes on the surface: FlexiCubes ignores the others (upstream evaluates all).
-    corners = cube_corner_ids(grid, cube_ids)  # (S, 8), computed from the ids: no R^3 table read
-    unique, inverse = torch.unique(corners, return_inverse=True)
-    corner_features = torch.cat(_query_chunks(lambda p: _features(model, planes, p), grid.vertices[unique], chunk, runtime))
+    # 2. Deformation only at the surface cubes' corners (FlexiCubes reads no other vertex).
+    corner_ids = torch.unique(cube_corner_ids(grid, cube_ids))  # sorted
+    offsets = torch.cat(_query_chunks(lambda ids: decoder.deformation(_features(model, planes, grid.positions(ids))).float(),
+                                      corner_ids, chunk, runtime))
+    corner_vertices = grid.positions(corner_ids) + torch.tanh(offsets) / (resolution * DEFORMATION_MULTIPLIER)
+    del offsets
+
+    # 3. Weights only for cubes on the surface (upstream evaluates all); corner features are sampled
+    # per chunk of cubes rather than kept for every corner.
     cube_chunk = max(1, chunk // 8)
 
-    def cube_weights(rows: torch.Tensor) -> torch.Tensor:
-        gathered = corner_features[rows.reshape(-1)].reshape(rows.shape[0], -1)  # (S', 8*3C), corners in grid order
-        return decoder.cube_weights(gathered).float()
+    def cube_weights(ids: torch.Tensor) -> torch.Tensor:
+        corners = cube_corner_ids(grid, ids)  # (S', 8), corners in grid order
+        features = _features(model, planes, grid.positions(corners.reshape(-1)))
+        return decoder.cube_weights(features.reshape(ids.shape[0], -1)).float()  # (S', 21)
 
-    weights = torch.cat(_query_chunks(cube_weights, inverse, cube_chunk, runtime))
-    return extract_mesh(grid, sdf, vertices, cube_ids, weights)
+    weights = torch.cat(_query_chunks(cube_weights, cube_ids, cube_chunk, runtime))
+    return extract_mesh(grid, sdf, corner_vertices, cube_ids, weights, vertex_ids=corner_ids)
 
 
-def close_at_grid_boundary_sdf(sdf: torch.Tensor, resolution: int) -> torch.Tensor:
+def close_at_grid_boundary_sdf(sdf: torch.Tensor, resolution: int, in_place: bool = False) -> torch.Tensor:
     """``((R+1)^3,)`` SDF with every grid vertex on the grid's faces made outside (positive).
 
     A field still inside where the grid ends (a part touching the box, or any field from untrained
@@ -164,7 +233,7 @@ def close_at_grid_boundary_sdf(sdf: torch.Tensor, resolution: int) -> torch.Tens
     the crossing still lies between the two samples (vertices ordered x-major as in ``make_grid``).
     """
     n = resolution + 1
-    field = sdf.reshape(n, n, n).clone()
+    field = sdf.reshape(n, n, n) if in_place else sdf.reshape(n, n, n).clone()
     for axis in range(3):
         for index in (0, n - 1):
             face = field.select(axis, index)
@@ -192,7 +261,7 @@ def extract_marching_cubes(
     from skimage.measure import marching_cubes
 
     axis = torch.linspace(-1.0, 1.0, resolution, device=planes.device)
-    chunk = _points_per_chunk(model, options.memory_budget_mb)
+    chunk = _points_per_chunk(model, _query_budget_mb(resolution, "nerf", options))
     densities = []
     for x_start in range(0, resolution, max(1, chunk // resolution**2)):
         runtime.check_interrupt()
@@ -209,6 +278,11 @@ def extract_marching_cubes(
             f"the predicted density never crosses density_threshold {options.density_threshold:g} on the "
             f"{resolution}^3 grid (it spans {float(field.min()):.3g}..{float(field.max()):.3g}), so there is no surface"
         )
+    inside = field > options.density_threshold
+    crossings = sum(int((inside.take(range(1, resolution), axis) != inside.take(range(resolution - 1), axis)).sum())
+                    for axis in range(3))
+    del inside
+    _check_surface_budget(resolution, crossings, options, "nerf")
     # Density grows inwards; "ascent" orients the faces so their normals point out of the object.
     vertices, faces, _, _ = marching_cubes(field, level=options.density_threshold, gradient_direction="ascent")
     vertices = torch.from_numpy(vertices.copy()).float() / (resolution - 1) * 2 - 1
@@ -272,8 +346,10 @@ def reconstruct_parts(
 ) -> list[Part]:
     """Each part's views → a watertight, vertex-coloured mesh in the glTF object frame."""
     runtime = runtime or default_runtime("cpu", torch.float32)
-    # 1. check inputs, drop parts without foreground
+    # 1. check inputs and the grid's memory (before anything is allocated), drop parts without foreground
     _check_views(views)
+    resolution = options.resolution or DEFAULT_RESOLUTION[model.config.variant]
+    check_grid_budget(resolution, model.config.variant, options)
     subset = VIEW_SUBSETS[options.views]
     keep = [i for i in range(views.num_parts) if views.alpha[i, list(subset)].amax().item() >= _EMPTY_ALPHA]
     for i in sorted(set(range(views.num_parts)) - set(keep)):
@@ -288,7 +364,6 @@ def reconstruct_parts(
 
     # 2. encoder + transformer, batched over parts
     planes = encode_parts(model, images[keep], cameras, options, runtime)
-    resolution = options.resolution or DEFAULT_RESOLUTION[model.config.variant]
     extract = extract_flexicubes if model.config.variant == "mesh" else extract_marching_cubes
 
     # 3. surface, colours, frame, decimation per part

@@ -47,8 +47,9 @@ class TextureError(ValueError):
 class TextureOptions:
     """How to bake.
 
-    size: texture side in pixels (512..4096). Memory about ``size² x 100`` bytes while baking
-        (1024: 0.1 GB, 4096: 1.7 GB); time grows with size² for the field queries.
+    size: texture side in pixels (512..4096). Memory about ``size² x 200`` bytes while baking
+        (1024: 0.2 GB, 4096: 3.1 GB, measured by benchmarks/bench_memory.py: mostly the UV raster and
+        the dilation; view colours are computed in chunks); time grows with size².
     source: "views+field" (views where seen, the colour field elsewhere), "views" (texels no view
         sees take the nearest seen colour through dilation) or "field" (InstantMesh's texture path).
     dilation: pixels of padding grown around each chart.
@@ -145,24 +146,48 @@ def _sample(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     return sampled[:, :, 0].permute(0, 2, 1)
 
 
-def colors_from_views(points: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                      views: PartViewsOfOne, options: TextureOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blended view colour ``[P,3]`` of each point and its total weight ``[P]`` (0: no view sees it)."""
-    from ..rendering.rasterizer import project
+# Texels whose view colours are computed together: each holds ~40 floats per view of temporaries
+# (pixels, depths, samples, weights), so 2^18 texels x 6 views stay near 250 MB whatever the size.
+VIEW_CHUNK_TEXELS = 1 << 18
 
+
+def colors_from_views(points: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                      views: PartViewsOfOne, options: TextureOptions,
+                      chunk: int = VIEW_CHUNK_TEXELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blended view colour ``[P,3]`` of each point and its total weight ``[P]`` (0: no view sees it).
+
+    Points are handled ``chunk`` at a time (each point's colour depends on that point alone), so the
+    memory is bounded whatever the texture size."""
     size = views.images.shape[1]
     c2w = views.c2w.to(points.device, torch.float32)
     depth_maps = rasterize(vertices, faces, c2w, views.fov_deg, size).depth  # (V, S, S)
-    pixels, depth = project(points, c2w, views.fov_deg, size)  # (V, P, 2), (V, P)
     extent = float((vertices.amax(0) - vertices.amin(0)).norm())
+    alpha_maps = views.alpha.to(points.device, torch.float32)[..., None]
+    images = views.images.to(points.device, torch.float32)
+    blended, total = [], []
+    for start in range(0, points.shape[0], chunk):
+        part_blended, part_total = _view_colors(points[start : start + chunk], normals[start : start + chunk], c2w,
+                                                depth_maps, alpha_maps, images, views.fov_deg, extent, options)
+        blended.append(part_blended)
+        total.append(part_total)
+    if not blended:
+        return points.new_zeros((0, 3)), points.new_zeros((0,))
+    return torch.cat(blended), torch.cat(total)
+
+
+def _view_colors(points, normals, c2w, depth_maps, alpha_maps, images, fov_deg, extent, options):
+    from ..rendering.rasterizer import project
+
+    size = images.shape[1]
+    pixels, depth = project(points, c2w, fov_deg, size)  # (V, P, 2), (V, P)
     seen_depth = _sample(depth_maps[..., None], pixels)[..., 0]
     inside = (pixels[..., 0] >= 0) & (pixels[..., 0] < size) & (pixels[..., 1] >= 0) & (pixels[..., 1] < size)
     visible = inside & (seen_depth > 0) & (depth <= seen_depth + options.depth_tolerance * extent)
-    alpha = _sample(views.alpha.to(points.device, torch.float32)[..., None], pixels)[..., 0]
+    alpha = _sample(alpha_maps, pixels)[..., 0]
     to_camera = F.normalize(c2w[:, None, :3, 3] - points[None], dim=-1)
     facing = (to_camera * normals[None]).sum(-1).clamp(min=0)
     weight = facing.pow(options.view_sharpness) * alpha * visible  # (V, P)
-    colors = _sample(views.images.to(points.device, torch.float32), pixels)  # (V, P, 3)
+    colors = _sample(images, pixels)  # (V, P, 3)
     total = weight.sum(0)
     blended = (colors * weight[..., None]).sum(0) / total.clamp(min=1e-12)[:, None]
     return blended, total

@@ -24,6 +24,9 @@ from ..parts import Part
 from ..views import MultiView
 from .renderer import WHITE, PartsSource, RenderCameras, RenderError, RenderOptions, load_scene_parts, render_parts
 
+# Faces drawn at most: the rasteriser's per-view setup holds ~1 KB a face (936 MB for 1M faces at
+# 320 px, benchmarks/bench_memory.py), so 10M faces stay near 10 GB.
+MAX_FACES = 10_000_000
 INPUT_SIZE = 512  # Zero123++'s conditioning resolution (its feature extractors resize to 512 anyway)
 _FOREGROUND_RATIO = 0.85  # InstantMesh's resize_foreground, as PartGen Multi-View prepares images
 
@@ -75,6 +78,12 @@ def render_asset_views(source: PartsSource, options: AssetViewOptions = AssetVie
     module docstring). ``device``: where to rasterise (CPU by default); outputs are on the CPU.
     """
     parts = load_scene_parts(source)
+    faces = sum(int(part.faces.shape[0]) for part in parts)
+    if faces > MAX_FACES:
+        raise RenderError(
+            f"the mesh has {faces:,} faces; Render Views draws at most {MAX_FACES:,} (about 1 KB of memory each "
+            f"while rendering). Decimate it first (e.g. Blender's Decimate modifier)"
+        )
     layout = LAYOUTS[options.layout]
     cameras = RenderCameras.from_layout(layout, options.view_size)
     rendering = render_parts(parts, cameras, normalization="fit", options=options.render, device=device)

@@ -25,8 +25,10 @@ from .proposals import rank_proposals
 @dataclass(frozen=True)
 class SegmentationOptions:
     """num_samples: stochastic samples pooled for ranking (PartGen: 1 → mAP50 45.2, 5 → 54.2,
-    10 → 59.3); all are denoised in one batch, so memory grows with it. min_area: share of the
-    object's pixels below which a colour is dropped as noise. The rest as for the multi-view model."""
+    10 → 59.3). max_batch: samples denoised and decoded together; memory grows with
+    ``min(num_samples, max_batch)``, and results do not change with it (each sample has its own
+    seed, ``seed + i``). min_area: share of the object's pixels below which a colour is dropped as
+    noise. The rest as for the multi-view model."""
 
     num_samples: int = 5
     num_inference_steps: int = 28
@@ -34,11 +36,14 @@ class SegmentationOptions:
     seed: int = 0
     min_area: float = 0.005
     iou_threshold: float = 0.5
+    max_batch: int = 8
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
         if not 1 <= self.num_samples <= 64:
             raise ValueError(f"num_samples must be within 1..64, got {self.num_samples}")
+        if not 1 <= self.max_batch <= 64:
+            raise ValueError(f"max_batch must be within 1..64, got {self.max_batch}")
         if not 0.0 <= self.min_area < 0.5:
             raise ValueError(f"min_area must be within 0..0.5, got {self.min_area}")
 
@@ -90,11 +95,16 @@ def segment_views(
         num_inference_steps=options.num_inference_steps, guidance_scale=options.guidance_scale,
         seed=options.seed, view_size=view_size,
     )
-    # 3. N samples in one batch
-    latents = sample_latents(
-        diffusion, image, sampling, runtime, concat_latents=grid_latent, samples_per_image=options.num_samples
-    )
-    grids = decode_latents(diffusion, latents)  # (N, 3, H, W)
+    # 3. N samples, in batches of at most max_batch (each sample's noise follows its own seed, so the
+    # batching does not change them; memory stays that of one batch)
+    grids = []
+    for start in range(0, options.num_samples, options.max_batch):
+        count = min(options.max_batch, options.num_samples - start)
+        seeds = [(options.seed + i) % 2**64 for i in range(start, start + count)]
+        latents = sample_latents(diffusion, image, sampling, runtime, concat_latents=grid_latent,
+                                 samples_per_image=count, sample_seeds=seeds)
+        grids.append(decode_latents(diffusion, latents).cpu())  # (count, 3, H, W)
+    grids = torch.cat(grids)
     layout = diffusion.layout
     samples = torch.stack([grid_to_views(g.permute(1, 2, 0), layout.rows, layout.cols) for g in grids])
     # 4. colours → segments, restricted to the object, then ranked across samples
