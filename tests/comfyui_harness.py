@@ -66,8 +66,10 @@ _PLACEHOLDER_MODEL_INPUTS = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoint
 # checkpoint) swapped for core nodes, executed on the tiny checkpoints. UI file (with notes saying what
 # was swapped) in tests/workflows/, its API form in tests/workflows/api/; keyed by the shipped twin.
 CI_TWIN_WORKFLOWS = {
-    "image_to_parts_mmpart_api.json": REPO_ROOT / "tests" / "example_workflows" / "api" / "image_to_parts_mmpart_ci_api.json",
+    "image_to_parts_mmpart_api.json": REPO_ROOT / "tests" / "workflows" / "api" / "image_to_parts_mmpart_ci_api.json",
 }
+
+
 def strict_mode() -> bool:
     """In CI (or when asked) a ComfyUI that cannot be obtained is a failure, not a skip."""
     truthy = {"1", "true", "yes", "on"}
