@@ -69,7 +69,6 @@ def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
     vae = load_zero123plus(base).vae.train().requires_grad_(True)
     batches = StepBatches(TrainingSet(data), "segmentation", 4, seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(seed)
     last = float("nan")
     for step in range(steps):
         batch = batches[step]
