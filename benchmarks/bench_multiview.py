@@ -84,6 +84,28 @@ def build(size: str, dtype: torch.dtype, device: torch.device, scratch: Path):
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}  # process: CPU seconds of this process
 
 
+def upstream_pipeline_in_process(upstream_dir: Path, components, tokenizer, processors, ramping):
+    """Upstream's ``Zero123PlusPipeline`` (``upstream_dir/pipeline.py``, never committed) built in this process
+    on ``build``'s components, on the installed diffusers: for operator counts and profiles, not for timing
+    against ours (``time_upstream`` runs it in its own process under its pinned versions)."""
+    import importlib.util
+
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    spec = importlib.util.spec_from_file_location("upstream_zero123plus", str(Path(upstream_dir) / "pipeline.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipeline = module.Zero123PlusPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=tokenizer,
+        unet=components["unet"], vision_encoder=components["vision_encoder"],
+        scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing"),
+        feature_extractor_clip=processors["clip"], feature_extractor_vae=processors["vae"],
+        ramping_coefficients=ramping,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def time_ours(model, image, options, device, repeats, clock=time.perf_counter):
     step_times: list[float] = []
     marks: list[float] = []

@@ -25,7 +25,6 @@ runs in this process on the installed diffusers when ``--upstream`` is given. Pr
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from collections import Counter
@@ -37,11 +36,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_multiview import build  # noqa: E402
+from bench_multiview import build, upstream_pipeline_in_process  # noqa: E402
 
 from partgen_models.multiview import MultiViewOptions, sample_grid  # noqa: E402
 from partgen_models.runtime import Runtime  # noqa: E402
-from partgen_models.testing.tiny_models import SCHEDULER_CONFIG  # noqa: E402
 
 CATEGORIES = ("host waits (nonzero, item)", "CPU-generator noise draws", "index by a list", "dtype/device casts",
               "all ATen ops")
@@ -109,20 +107,9 @@ def main() -> None:
 
         rows["ours"] = per_step(ours, args.steps)
         if args.upstream:
-            from diffusers import EulerAncestralDiscreteScheduler
             from PIL import Image
 
-            spec = importlib.util.spec_from_file_location("upstream_zero123plus", str(args.upstream / "pipeline.py"))
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            pipeline = module.Zero123PlusPipeline(
-                vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=tokenizer,
-                unet=components["unet"], vision_encoder=components["vision_encoder"],
-                scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing"),
-                feature_extractor_clip=processors["clip"], feature_extractor_vae=processors["vae"],
-                ramping_coefficients=ramping,
-            )
-            pipeline.set_progress_bar_config(disable=True)
+            pipeline = upstream_pipeline_in_process(args.upstream, components, tokenizer, processors, ramping)
             pil = Image.fromarray(image[0])
 
             def upstream(steps: int, counter: OpCounter) -> None:

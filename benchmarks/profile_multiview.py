@@ -10,7 +10,6 @@ operators that take the most GPU time, so a gap between the two shows where it c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -22,13 +21,12 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_multiview import build  # noqa: E402
+from bench_multiview import build, upstream_pipeline_in_process  # noqa: E402
 from timing import DTYPES  # noqa: E402
 from timing import sync as _sync  # noqa: E402
 
 from partgen_models.multiview import MultiViewOptions, sample_grid  # noqa: E402
 from partgen_models.runtime import Runtime  # noqa: E402
-from partgen_models.testing.tiny_models import SCHEDULER_CONFIG  # noqa: E402
 
 
 def report(label: str, prof, wall: float, steps: int, rows: int) -> None:
@@ -70,19 +68,9 @@ def main() -> None:
                 wall = time.perf_counter() - start
             report(label, prof, wall, args.steps, args.rows)
         if args.upstream:
-            from diffusers import EulerAncestralDiscreteScheduler
             from PIL import Image
 
-            spec = importlib.util.spec_from_file_location("upstream_zero123plus", args.upstream / "pipeline.py")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            pipeline = module.Zero123PlusPipeline(
-                vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=tokenizer,
-                unet=components["unet"], vision_encoder=components["vision_encoder"],
-                scheduler=EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing"),
-                feature_extractor_clip=processors["clip"], feature_extractor_vae=processors["vae"],
-                ramping_coefficients=ramping,
-            ).to(device)
+            pipeline = upstream_pipeline_in_process(args.upstream, components, tokenizer, processors, ramping).to(device)
             call = dict(num_inference_steps=args.steps, width=2 * args.view_size, height=3 * args.view_size,
                         output_type="pt")
             pil = Image.fromarray(image[0])
