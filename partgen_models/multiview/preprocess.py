@@ -99,10 +99,24 @@ def alpha_from_mask(mask: torch.Tensor, marks: str) -> Optional[torch.Tensor]:
 
 
 def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise InputImageError(f"expected an IMAGE tensor [B,H,W,3], got {type(image).__name__}")
     if image.ndim == 3:
         image = image[None]
-    if image.ndim != 4 or image.shape[-1] not in (3, 4):
-        raise InputImageError(f"expected an IMAGE [B,H,W,3] (or RGBA), got shape {tuple(image.shape)}")
+    if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4):
+        raise InputImageError(
+            f"expected an IMAGE [B,H,W,3] (RGB; RGBA, grayscale and grayscale+alpha are converted), got shape "
+            f"{tuple(image.shape)}"
+        )
+    if image.shape[0] == 0:
+        raise InputImageError(
+            f"{wording.image.format(index='').strip()} is an empty batch (0 images); check the node that feeds it "
+            "(a filter or batch node may have removed every image)"
+        )
+    if image.shape[-1] in (1, 2):
+        # Grayscale (L) or grayscale + alpha (LA), as some loaders and converters give: the gray level on
+        # all three channels, the alpha kept.
+        image = torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
     name = wording.image.format(index="0" if image.shape[0] == 1 else f"0..{image.shape[0] - 1}")
     if not torch.isfinite(image).all():
         raise InputImageError(f"{name} contains NaN or infinite values; check the node that made it")
@@ -127,6 +141,11 @@ def _masks_per_image(
         mask = mask[None]
     if mask.ndim != 3:
         raise InputImageError(f"expected a MASK [B,H,W], got shape {tuple(mask.shape)}")
+    if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+        raise InputImageError(
+            f"{wording.mask.format(index='0' if mask.shape[0] == 1 else f'0..{mask.shape[0] - 1}')} contains NaN "
+            "or infinite values; check the node that made it"
+        )
     if mask.shape[0] not in (1, batch):
         raise InputImageError(f"{mask.shape[0]} masks for {batch} images; give one mask, or one per image")
     masks = [mask[min(i, mask.shape[0] - 1)].float() for i in range(batch)]

@@ -156,6 +156,12 @@ def select_parts(segmentation: Segmentation, selection: PartSelection = PartSele
 
 def overlay(views: MultiView, parts: PartMasks, strength: float = 0.6) -> torch.Tensor:
     """The view grid with each part tinted in its display colour: IMAGE ``[1, gridH, gridW, 3]``."""
+    if tuple(parts.masks.shape[1:]) != tuple(views.alpha.shape) or parts.layout != views.layout:
+        raise SelectionError(
+            f"the views ({views.layout}, {tuple(views.alpha.shape)} views x height x width) are not the views that "
+            f"were segmented ({parts.layout}, {tuple(parts.masks.shape[1:])}); connect the same views to PartGen "
+            "Segment and PartGen Select Parts"
+        )
     images = views.images.clone()
     for mask, colour in zip(parts.masks, parts.colors):
         tint = torch.tensor(colour, dtype=images.dtype)
