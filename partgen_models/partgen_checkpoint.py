@@ -44,13 +44,29 @@ def read_partgen_checkpoint(folder: Path, expected_format: str) -> PartGenCheckp
         raise WeightsError(f"{path} is missing: {folder} is not a {expected_format} checkpoint") from error
     except (OSError, ValueError) as error:
         raise WeightsError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise WeightsError(
+            f"{path} holds a JSON {type(config).__name__}, not an object; expected "
+            f'{{"format": "{expected_format}", "version": 1, ...}}'
+        )
     if config.get("format") != expected_format or config.get("version") != 1:
         raise WeightsError(
             f"{path} describes format {config.get('format')!r} version {config.get('version')!r}; "
             f"expected {expected_format!r} version 1"
         )
-    palette = tuple(tuple(float(c) for c in colour) for colour in config.get("palette", ()))
+    palette = _palette(config.get("palette", ()), path)
     return PartGenCheckpoint(Path(folder), str(config.get("base_model", "zero123plus-v1.2")), palette)
+
+
+def _palette(value, path: Path) -> tuple[tuple[float, float, float], ...]:
+    """``[[r, g, b], ...]`` with components in 0..1, or a :class:`WeightsError` naming the file."""
+    try:
+        palette = tuple(tuple(float(c) for c in colour) for colour in value)
+    except (TypeError, ValueError):
+        palette = None
+    if palette is None or any(len(c) != 3 or not all(0.0 <= x <= 1.0 for x in c) for c in palette):
+        raise WeightsError(f"{path}: 'palette' must be a list of [r, g, b] colours with values in 0..1, got {value!r:.120}")
+    return palette
 
 
 class PartGenDiffusionModel(DeviceFromWeights, torch.nn.Module):
@@ -76,6 +92,8 @@ def list_partgen_checkpoints(search_dirs: Sequence[Path], expected_format: str) 
                 config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            if not isinstance(config, dict):
+                continue  # some other JSON file: not ours, and it must not break the node list
             if config.get("format") == expected_format and folder.name not in names:
                 names.append(folder.name)
     return names

@@ -83,3 +83,54 @@ def test_select_parts_with_other_views_names_the_views():
     with pytest.raises(SelectionError, match="connect the same views to PartGen Segment and PartGen Select Parts"):
         overlay(_views(64), parts)
     assert overlay(_views(32), parts).shape == (1, 96, 64, 3)
+
+
+# --- Loaders given the wrong files ------------------------------------------------------------------------
+
+
+def test_partgen_json_that_is_not_an_object_is_named_and_skipped_in_the_list(tmp_path):
+    from partgen_models.partgen_checkpoint import list_partgen_checkpoints, read_partgen_checkpoint
+    from partgen_models.weights import WeightsError
+
+    stray = tmp_path / "someone-elses-model"
+    stray.mkdir()
+    (stray / "partgen.json").write_text("[1, 2]")
+    # before: AttributeError 'list' object has no attribute 'get', in the loader's node list (define_schema)
+    assert list_partgen_checkpoints([tmp_path], "partgen-segmentation") == []
+    with pytest.raises(WeightsError, match=r"partgen.json holds a JSON list, not an object; expected \{\"format\""):
+        read_partgen_checkpoint(stray, "partgen-segmentation")
+    (stray / "partgen.json").write_text('{"format": "partgen-segmentation", "version": 1, "palette": [[0, 0], "red"]}')
+    with pytest.raises(WeightsError, match=r"'palette' must be a list of \[r, g, b\] colours with values in 0..1"):
+        read_partgen_checkpoint(stray, "partgen-segmentation")
+
+
+def test_model_index_that_is_not_an_object_does_not_break_the_model_list(tmp_path):
+    from partgen_models.multiview.catalog import list_multiview_models
+
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "model_index.json").write_text("5")  # before: TypeError in the node list
+    assert "odd" not in list_multiview_models([tmp_path])
+
+
+def test_zero123plus_folder_without_its_tokenizer_names_the_missing_folder(tmp_path):
+    import shutil
+
+    from partgen_models.multiview import load_zero123plus
+    from partgen_models.weights import WeightsError
+    from tiny_models import tiny_models_dir
+
+    folder = tmp_path / "zero123plus-v1.2"
+    shutil.copytree(tiny_models_dir() / "zero123plus-v1.2", folder)
+    shutil.rmtree(folder / "tokenizer")
+    # before: transformers' "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"
+    with pytest.raises(WeightsError, match=r"lacks the folder\(s\) tokenizer of a Zero123\+\+ model"):
+        load_zero123plus(folder)
+
+
+def test_sam3_loader_given_a_sam2_folder_refuses_before_loading(tmp_path):
+    from partgen_models.segmentation.sam3_backend import load_sam3_segmenter
+    from partgen_models.weights import WeightsError
+
+    (tmp_path / "config.json").write_text('{"model_type": "sam2_video"}')  # no weights needed: refused first
+    with pytest.raises(WeightsError, match="holds a 'sam2_video' model, not a SAM 3 checkpoint"):
+        load_sam3_segmenter(tmp_path)

@@ -29,7 +29,7 @@ def _is_zero123plus_folder(folder: Path) -> bool:
     index = folder / "model_index.json"
     try:
         return index.is_file() and "ramping_coefficients" in json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # TypeError: JSON that is not an object (a number, null)
         return False
 
 

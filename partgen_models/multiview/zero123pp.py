@@ -109,7 +109,7 @@ def _read_json(path: Path, expected: str) -> dict:
 
 
 def _load_diffusers_component(cls, folder: Path, expected: str, dtype: torch.dtype, weights: Optional[Path] = None):
-    config = _read_json(folder / "config.json", f"the {expected} config")
+    config = _read_json(folder / "config.json", f"the config of {expected}")
     try:
         config_obj = cls.load_config(str(folder)) if hasattr(cls, "load_config") else config
         module = build_on_meta(lambda: cls.from_config(config_obj))
@@ -122,7 +122,7 @@ def _load_diffusers_component(cls, folder: Path, expected: str, dtype: torch.dty
 
 
 def _load_transformers_component(cls, config_cls, folder: Path, expected: str, dtype: torch.dtype):
-    _read_json(folder / "config.json", f"the {expected} config")
+    _read_json(folder / "config.json", f"the config of {expected}")
     try:
         config = config_cls.from_pretrained(str(folder))
         module = build_on_meta(lambda: cls(config))
@@ -187,6 +187,12 @@ def load_zero123plus(
         CLIPTextModel, CLIPTextConfig, folder / "text_encoder", "a CLIP text encoder", torch.float32
     )
     processor_class = pil_image_processor_class()
+    absent = [name for name in ("tokenizer", "feature_extractor_clip", "feature_extractor_vae") if not (folder / name).is_dir()]
+    if absent:  # transformers would read a missing folder as a Hub repo id and report that instead
+        raise WeightsError(
+            f"{folder} lacks the folder(s) {', '.join(absent)} of a Zero123++ model: the download is incomplete. "
+            f"Delete {folder} to download it again, or copy the missing folders from the same release"
+        )
     try:
         tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
         feature_extractor_clip = processor_class.from_pretrained(str(folder / "feature_extractor_clip"))

@@ -24,7 +24,7 @@ from ..checks import refuse_non_finite
 from ..modules import DeviceFromWeights
 from ..runtime import Runtime, default_runtime
 from ..views import MultiView
-from .sam2_backend import INPUT_FRAME, import_transformers_class, input_alpha, load_transformers_checkpoint
+from .sam2_backend import INPUT_FRAME, _model_type, import_transformers_class, input_alpha, load_transformers_checkpoint
 from .segment import Segmentation
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ def load_sam3_segmenter(folder: Path, dtype: torch.dtype = torch.float32) -> Sam
     Sam3Processor = import_transformers_class("Sam3Processor", "SAM 3")
 
     expected = "a SAM 3 checkpoint (facebook/sam3)"
+    model_type = _model_type(Path(folder))
+    if model_type is not None and model_type not in ("sam3_video", "sam3"):
+        # checked before loading: transformers would print a report of every mismatched key first
+        raise WeightsError(f"{folder} holds a {model_type!r} model, not {expected} (model_type 'sam3_video')")
     detector = load_transformers_checkpoint(Sam3Model, folder, dtype, expected)
     try:
         processor = Sam3Processor.from_pretrained(str(folder))
