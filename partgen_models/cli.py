@@ -117,8 +117,11 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
 
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted write leaves no temporary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -244,8 +247,11 @@ def run(args: argparse.Namespace, options, image: torch.Tensor, mask, wording) -
         "guidance": args.guidance,
     }
     tmp = args.out / ".views.json.tmp"
-    tmp.write_text(json.dumps(cameras, indent=2))
-    os.replace(tmp, args.out / "views.json")
+    try:
+        tmp.write_text(json.dumps(cameras, indent=2))
+        os.replace(tmp, args.out / "views.json")
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("wrote %s (grid.png, input.png, view_00..%02d.png, views.json)", args.out, views.num_views - 1)
 
 

@@ -422,9 +422,9 @@ def save_file(data: bytes, entry: dict, out_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.parent / f".partgen-{uuid.uuid4().hex}.tmp"
     # os.open with 0o666 honours the umask (mkstemp would leave the file readable by its owner only)
-    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as stream:
-        stream.write(data)
     try:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as stream:
+            stream.write(data)  # a full disk or an interrupt here must not leave the temporary behind
         for counter in itertools.count():
             candidate = target if counter == 0 else target.with_name(f"{target.stem}_{counter}{target.suffix}")
             try:

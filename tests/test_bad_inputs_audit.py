@@ -134,3 +134,40 @@ def test_sam3_loader_given_a_sam2_folder_refuses_before_loading(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "sam2_video"}')  # no weights needed: refused first
     with pytest.raises(WeightsError, match="holds a 'sam2_video' model, not a SAM 3 checkpoint"):
         load_sam3_segmenter(tmp_path)
+
+
+# --- Files: names Windows reserves, no temporaries left by a failed write -------------------------------
+
+
+def test_prefix_folders_named_like_windows_devices_are_renamed():
+    from pathlib import Path
+
+    from partgen_models.assembly.export import sanitize_prefix
+
+    # before: a folder "nul" or "con.txt" (which Windows cannot create) was used as given
+    assert sanitize_prefix("nul/aux") == (Path("nul_"), "aux")  # the file name gets "_00001" anyway
+    assert sanitize_prefix("CON.txt/com1/chair") == (Path("CON_.txt", "com1_"), "chair")
+    assert sanitize_prefix("console/chair") == (Path("console"), "chair")
+
+
+def test_queue_client_leaves_no_temporary_when_the_write_fails(tmp_path):
+    from partgen_tools.queue_client import save_file
+
+    with pytest.raises(TypeError):
+        save_file("not bytes", {"filename": "a.glb", "subfolder": "run"}, tmp_path)  # fails inside the write
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_headless_png_writer_leaves_no_temporary_when_saving_fails(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from partgen_models import cli
+
+    def fail_half_way(self, path, *args, **kwargs):
+        open(path, "wb").write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", fail_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        cli._save_png(torch.zeros(4, 4, 3), tmp_path / "grid.png")
+    assert list(tmp_path.iterdir()) == []

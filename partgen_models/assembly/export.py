@@ -40,6 +40,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 # File names are limited to 255 bytes on every common file system, and the counter, "_exploded", a
 # part name and the suffix are appended to the prefix's last component; sanitised names are ASCII,
 # so characters are bytes here.
+# Device names Windows reserves in every folder, with or without an extension ("nul", "con.txt"):
+# a folder so named cannot be created there, so such a folder in a prefix gets a "_" after the device name.
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 MAX_PREFIX_CHARS = 200
 MAX_NAME_CHARS = 100
 MAX_PART_NAME_CHARS = 64
@@ -114,6 +117,8 @@ def sanitize_prefix(prefix: str) -> tuple[Path, str]:
     if any(c == ".." for c in components):
         raise ExportError(f"filename_prefix {prefix!r} contains '..'; files stay inside the output folder")
     cleaned = [(_SAFE.sub("_", c).strip(" .") or "_") for c in components]
+    # Folders only: the file name always gets "_<counter>" appended, which no reserved name has.
+    cleaned = [_WINDOWS_RESERVED.sub(r"\1_\2", c) if i < len(cleaned) - 1 else c for i, c in enumerate(cleaned)]
     if not cleaned:
         raise ExportError(f"filename_prefix {prefix!r} has no usable name")
     too_long = [c for c in cleaned if len(c) > MAX_NAME_CHARS]
