@@ -171,3 +171,49 @@ def test_headless_png_writer_leaves_no_temporary_when_saving_fails(tmp_path, mon
     with pytest.raises(OSError, match="No space left"):
         cli._save_png(torch.zeros(4, 4, 3), tmp_path / "grid.png")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- MESH from other nodes, parts with broken attributes ---------------------------------------------------
+
+
+def _tetrahedron_batch():
+    vertices = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]])
+    faces = torch.tensor([[[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]])
+    return vertices, faces
+
+
+@pytest.mark.parametrize("vertex_counts, face_counts", [([10], [4]), ([-1], [4]), ([4, 4], [4, 4])])
+def test_mesh_counts_that_do_not_fit_the_tensors_are_named(vertex_counts, face_counts):
+    from partgen_models.assembly.mesh_interop import MeshConversionError, mesh_batch_to_parts
+
+    vertices, faces = _tetrahedron_batch()
+    # before: ValueError from Part ("vertex_colors (10, 3) do not match") or IndexError
+    with pytest.raises(MeshConversionError, match=r"the MESH's vertex_counts .* do not fit its 1 item\(s\) of 4 vertices"):
+        mesh_batch_to_parts(vertices, faces, vertex_counts=torch.tensor(vertex_counts), face_counts=torch.tensor(face_counts))
+
+
+@pytest.mark.parametrize("attribute, message", [
+    ("vertex_colors", "NaN or infinite vertex colours"),
+    ("uvs", "NaN or infinite texture coordinates"),
+    ("texture", "NaN or infinite texture"),
+    ("empty texture", r"an empty texture \(0x0\)"),
+])
+def test_parts_with_broken_colours_or_textures_are_refused_before_writing(tmp_path, attribute, message):
+    from partgen_models.assembly.export import ExportError, ExportOptions, export_parts
+    from partgen_models.assembly.mesh_interop import mesh_batch_to_parts
+
+    vertices, faces = _tetrahedron_batch()
+    colours, uvs, texture = torch.full((1, 4, 3), 0.5), torch.rand(1, 4, 2), torch.rand(1, 8, 8, 3)
+    if attribute == "vertex_colors":
+        colours[0, 1] = float("nan")
+    elif attribute == "uvs":
+        uvs[0, 2] = float("nan")
+    elif attribute == "texture":
+        texture[0, 3, 3] = float("inf")
+    else:
+        texture = torch.rand(1, 0, 0, 3)
+    parts = mesh_batch_to_parts(vertices, faces, vertex_colors=colours, uvs=uvs, texture=texture, name_prefix="hat")
+    # before: NaN written into the GLB (invalid glTF) or PIL's "cannot write empty image"
+    with pytest.raises(ExportError, match=f"part 'hat_00' has {message}"):
+        export_parts(parts, tmp_path, ExportOptions("p"))
+    assert list(tmp_path.iterdir()) == []

@@ -145,6 +145,13 @@ def check_parts(parts: Sequence[Part]) -> None:
             raise ExportError(f"part {part.name!r} has NaN or infinite vertices")
         if part.faces.min() < 0 or part.faces.max() >= part.vertices.shape[0]:
             raise ExportError(f"part {part.name!r} has faces that index missing vertices")
+        # NaN colours or texture coordinates would be written into the file, which viewers reject
+        for label, values in (("vertex colours", part.vertex_colors), ("texture coordinates", part.uvs),
+                              ("texture", part.texture)):
+            if values is not None and not bool(torch.isfinite(values).all()):
+                raise ExportError(f"part {part.name!r} has NaN or infinite {label}; check the node that made the part")
+        if part.texture is not None and min(part.texture.shape[:2]) < 1:
+            raise ExportError(f"part {part.name!r} has an empty texture ({part.texture.shape[1]}x{part.texture.shape[0]})")
     names = [p.name for p in parts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

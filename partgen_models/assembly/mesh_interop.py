@@ -191,6 +191,17 @@ def split_components(vertices: torch.Tensor, faces: torch.Tensor) -> list[torch.
     return sorted(groups, key=lambda g: (-len(g), int(g[0])))
 
 
+def _check_counts(counts, items: int, padded: int, kind: str) -> None:
+    """A MESH's per-item ``{kind}_counts``: one per batch item, each within the padded size."""
+    values = torch.as_tensor(counts).flatten()
+    if values.shape[0] != items or (items and (int(values.min()) < 0 or int(values.max()) > padded)):
+        raise MeshConversionError(
+            f"the MESH's {kind}_counts {values.tolist()[:8]} do not fit its {items} item(s) of {padded} "
+            f"{'vertices' if kind == 'vertex' else 'faces'}; "
+            f"the node that made the MESH set them wrongly (or changed its tensors without them)"
+        )
+
+
 def mesh_batch_to_parts(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -221,6 +232,11 @@ def mesh_batch_to_parts(
         raise MeshConversionError(f"a MESH texture is [B,H,W,3] with B = 1 or {vertices.shape[0]}; got {tuple(texture.shape)}")
     if vertices.shape[0] == 0:
         raise MeshConversionError("the MESH is an empty batch")
+    if (vertex_counts is None) != (face_counts is None):
+        vertex_counts = face_counts = None  # one without the other says nothing: padding is stripped instead
+    if vertex_counts is not None:
+        _check_counts(vertex_counts, vertices.shape[0], vertices.shape[1], "vertex")
+        _check_counts(face_counts, vertices.shape[0], faces.shape[1], "face")
     pieces = []
     for i in range(vertices.shape[0]):
         item_vertices, item_faces = vertices[i].detach().cpu().float(), faces[i].detach().cpu().long()
