@@ -217,3 +217,21 @@ def test_parts_with_broken_colours_or_textures_are_refused_before_writing(tmp_pa
     with pytest.raises(ExportError, match=f"part 'hat_00' has {message}"):
         export_parts(parts, tmp_path, ExportOptions("p"))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("attribute", ["vertex colours", "transform"])
+def test_render_views_names_a_part_with_nan_colours_or_transform(attribute):
+    from partgen_models.parts import Part
+    from partgen_models.rendering.asset_views import AssetViewOptions, render_asset_views
+    from partgen_models.rendering.renderer import RenderError, RenderOptions
+
+    vertices, faces = (t[0] for t in _tetrahedron_batch())
+    colours, transform = torch.full((4, 3), 0.5), torch.eye(4)
+    if attribute == "vertex colours":
+        colours[0, 0] = float("nan")
+    else:
+        transform[0, 3] = float("nan")
+    part = Part("hat", vertices, faces, colours, transform=transform)
+    # before: "image 0 contains NaN or infinite values" (the rendered front view), naming no part
+    with pytest.raises(RenderError, match=f"part 'hat' has NaN or infinite values in its {attribute}"):
+        render_asset_views([part], AssetViewOptions("zero123pp_v12", 64, 0.0, RenderOptions(supersample=1)))

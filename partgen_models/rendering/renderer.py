@@ -223,6 +223,11 @@ def _check_parts(parts: Sequence[Part]) -> None:
             raise RenderError(f"part {part.name!r} has faces that index missing vertices")
         if not torch.isfinite(part.vertices).all():
             raise RenderError(f"part {part.name!r} has NaN or infinite vertices")
+        # checked here, or they surface later as a NaN in the rendered front view ("image 0")
+        for label, values in (("transform", part.transform), ("vertex colours", part.vertex_colors),
+                              ("texture coordinates", part.uvs), ("texture", part.texture)):
+            if values is not None and not bool(torch.isfinite(values).all()):
+                raise RenderError(f"part {part.name!r} has NaN or infinite values in its {label}; check the node that made it")
     if all(part.faces.shape[0] == 0 for part in parts):
         raise RenderError("none of the parts has any faces")
 
