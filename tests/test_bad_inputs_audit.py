@@ -235,3 +235,42 @@ def test_render_views_names_a_part_with_nan_colours_or_transform(attribute):
     # before: "image 0 contains NaN or infinite values" (the rendered front view), naming no part
     with pytest.raises(RenderError, match=f"part 'hat' has NaN or infinite values in its {attribute}"):
         render_asset_views([part], AssetViewOptions("zero123pp_v12", 64, 0.0, RenderOptions(supersample=1)))
+
+
+# --- Collect Isolated Parts ---------------------------------------------------------------------------------
+
+
+def _edited(box: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    image = torch.ones(1, 64, 64, channels)
+    image[:, box[0] : box[1], box[0] : box[1]] = 0.2
+    return image
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan mask", "part 'b': the mask contains NaN or infinite values"),
+    ("8-bit", r"part 'a': the edited image holds values up to 255, but an IMAGE holds 0..1 \(8-bit values not divided"),
+    ("input batch", r"the input image must be one IMAGE \[1,H,W,3\], got shape \(2, 64, 64, 3\); connect the one image"),
+    ("same names", "part names must be unique; repeated: Hat, hat"),
+])
+def test_collect_isolated_parts_names_the_bad_input(case, message):
+    from partgen_models.assembly.isolation import IsolationError, collect_isolated_parts
+
+    names, images, masks, input_image = ["a", "b"], [_edited((8, 30)), _edited((34, 60))], None, None
+    if case == "nan mask":  # before: a NaN mask was ignored and the part cut from the background instead
+        masks = [torch.zeros(1, 64, 64), torch.full((1, 64, 64), float("nan"))]
+    elif case == "8-bit":  # before: clamped to white and refused as "blank"
+        images[0] = images[0] * 255
+    elif case == "input batch":  # before: "part 'input image': ... connect one edited image per part"
+        input_image = torch.ones(2, 64, 64, 3)
+    else:  # before: accepted, and refused by Save Parts only after reconstruction
+        names = ["Hat", "hat"]
+    with pytest.raises(IsolationError, match=message):
+        collect_isolated_parts(names, (64, 64), images, masks, input_image)
+
+
+def test_collect_isolated_parts_takes_grayscale_images_as_rgb():
+    from partgen_models.assembly.isolation import collect_isolated_parts
+
+    rgb = collect_isolated_parts(["a", "b"], (64, 64), [_edited((8, 30)), _edited((34, 60))])
+    gray = collect_isolated_parts(["a", "b"], (64, 64), [_edited((8, 30), 1), _edited((34, 60), 1)])
+    assert torch.equal(gray.images, rgb.images) and torch.equal(gray.masks, rgb.masks)

@@ -61,7 +61,7 @@ def test_masks_replace_the_background_estimate():
     ("aspect", "part 'body': the edited image is 60x60 but the input is 80x60"),
     ("whole scene", "part 'body': its image still shows"),
     ("unchanged", "part 'body': the edited image is the input image unchanged"),
-    ("shape", "part 'body': expected one IMAGE [1,H,W,3]"),
+    ("shape", "part 'body': the edited image must be one IMAGE [1,H,W,3]"),
     ("mask count", "1 masks for 2 parts"),
     ("nan", "part 'body': the edited image contains NaN"),
 ])

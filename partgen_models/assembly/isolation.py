@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..multiview.preprocess import InputImageError, alpha_from_background, alpha_from_mask
+from ..multiview.preprocess import _RANGE_TOLERANCE, InputImageError, alpha_from_background, alpha_from_mask
 from ..planning.plan import MAX_PARTS
 
 logger = logging.getLogger(__name__)
@@ -105,16 +105,27 @@ class IsolatedParts:
         return self.images * alpha + (1.0 - alpha)
 
 
-def _as_single_image(image: torch.Tensor, name: str) -> torch.Tensor:
+def _as_single_image(image: torch.Tensor, name: str, is_input: bool = False) -> torch.Tensor:
+    """One IMAGE ``[H,W,3|4]`` in 0..1; grayscale (+alpha) becomes RGB(A). ``is_input``: the original
+    input image (named as such), else the edited image of part ``name``."""
+    label = "the input image" if is_input else f"part {name!r}: the edited image"
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise IsolationError(
-            f"part {name!r}: expected one IMAGE [1,H,W,3], got shape {tuple(image.shape)}; connect one edited "
-            f"image per part (the edit node runs once per prompt of the plan's prompt list)"
-        )
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        fix = ("connect the one image the plan was made from" if is_input else
+               "connect one edited image per part (the edit node runs once per prompt of the plan's prompt list)")
+        raise IsolationError(f"{label} must be one IMAGE [1,H,W,3], got shape {tuple(image.shape)}; {fix}")
+    if image.shape[-1] in (1, 2):  # grayscale (+ alpha): the gray level on all three channels
+        image = torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
     if not torch.isfinite(image).all():
-        raise IsolationError(f"part {name!r}: the edited image contains NaN or infinite values")
+        raise IsolationError(f"{label} contains NaN or infinite values")
+    high = float(image.amax()) if image.numel() else 0.0
+    if high > 1.0 + _RANGE_TOLERANCE or float(image.amin()) < -_RANGE_TOLERANCE:
+        # clamped, such an image would read as blank (all white): say what is wrong instead
+        raise IsolationError(
+            f"{label} holds values up to {high:g}, but an IMAGE holds 0..1"
+            f"{' (8-bit values not divided by 255)' if high > 2.0 else ''}; scale it into 0..1"
+        )
     return image.float().clamp(0.0, 1.0)
 
 
@@ -169,6 +180,9 @@ def _split_batches(values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 def _check_counts(names: Sequence[str], images: Sequence[torch.Tensor], masks: Optional[Sequence[torch.Tensor]]) -> None:
     if not 1 <= len(names) <= MAX_PARTS:
         raise IsolationError(f"the plan has {len(names)} parts; plans hold 1 to {MAX_PARTS}")
+    repeated = sorted({n for n in names if [m.strip().lower() for m in names].count(n.strip().lower()) > 1})
+    if repeated:  # found now, not after reconstruction, when Save Parts would refuse them
+        raise IsolationError(f"part names must be unique; repeated: {', '.join(repeated)}")
     if len(images) != len(names):
         raise IsolationError(
             f"{len(images)} edited images for {len(names)} planned parts ({', '.join(names)}); connect the edit "
@@ -199,7 +213,8 @@ def collect_isolated_parts(
         raise IsolationError(f"the plan's image size is {width}x{height}; the input image must be at least 16x16")
     reference = None
     if input_image is not None:
-        reference = _resize_to(_as_single_image(input_image, "input image")[..., :3], (height, width), "input image", options)
+        reference = _resize_to(_as_single_image(input_image, "input image", is_input=True)[..., :3], (height, width),
+                               "input image", options)
     rgbs, alphas, visibles, boxes = [], [], [], []
     for index, name in enumerate(names):
         rgba = _resize_to(_as_single_image(images[index], name), (height, width), name, options)
@@ -210,6 +225,8 @@ def collect_isolated_parts(
             mask = mask[0] if mask.ndim == 3 and mask.shape[0] == 1 else mask
             if mask.ndim != 2:
                 raise IsolationError(f"part {name!r}: expected one MASK [1,H,W], got shape {tuple(mask.shape)}")
+            if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+                raise IsolationError(f"part {name!r}: the mask contains NaN or infinite values; check the node that made it")
             mask = _resize_to(mask.float()[..., None], (height, width), name, options)[..., 0]
         elif rgba.shape[-1] == 4 and bool((rgba[..., 3] < 1.0).any()):
             mask = rgba[..., 3]  # the image's own alpha marks the foreground
