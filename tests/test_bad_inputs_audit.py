@@ -274,3 +274,24 @@ def test_collect_isolated_parts_takes_grayscale_images_as_rgb():
     rgb = collect_isolated_parts(["a", "b"], (64, 64), [_edited((8, 30)), _edited((34, 60))])
     gray = collect_isolated_parts(["a", "b"], (64, 64), [_edited((8, 30), 1), _edited((34, 60), 1)])
     assert torch.equal(gray.images, rgb.images) and torch.equal(gray.masks, rgb.masks)
+
+
+# --- Planner replies -----------------------------------------------------------------------------------------
+
+
+def test_a_reply_nested_thousands_deep_is_an_unusable_plan_not_a_recursion_error():
+    from partgen_models.planning.planner import plan_from_reply
+    from partgen_models.planning.reply import PlanReplyError
+    from partgen_models.planning.request import PlanRequest
+
+    nested = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(PlanReplyError, match="the reply's JSON is nested too deeply to be a plan"):
+        plan_from_reply(nested, torch.ones(1, 64, 64, 3), PlanRequest.from_text("hat, head", "", 8), "text")
+
+
+def test_an_endpoint_body_nested_thousands_deep_is_named_not_a_recursion_error():
+    from partgen_models.planning.endpoint import EndpointConfig, EndpointError, EndpointVLM
+
+    endpoint = EndpointVLM(EndpointConfig("local", "http://127.0.0.1:9/v1", "m"), environ={})
+    with pytest.raises(EndpointError, match="did not answer in the OpenAI chat-completions format"):
+        endpoint._reply_text(b"[" * 100_000 + b"]" * 100_000, "")

@@ -285,7 +285,7 @@ class EndpointVLM:
         try:
             reply = json.loads(body)
             content = reply["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
             start = redact(" ".join(body[:120].decode("utf-8", "replace").split()), key)
             raise EndpointError(
                 f"{where} did not answer in the OpenAI chat-completions format (no choices[0].message.content; the reply "

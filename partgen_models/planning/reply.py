@@ -69,6 +69,9 @@ def extract_json(reply: str) -> Any:
                     return json.loads(variant)
                 except ValueError:
                     continue
+                except RecursionError:  # brackets nested thousands deep: no plan, whatever else it holds
+                    raise PlanReplyError(f"the reply's JSON is nested too deeply to be a plan (it starts {excerpt(text)})",
+                                         reply) from None
     raise PlanReplyError(f"the reply is not JSON (it starts {excerpt(text)})", reply)
 
 
