@@ -116,7 +116,8 @@ class Segment(io.ComfyNode):
                                      "batches of up to 8 (the same samples as one batch): VRAM grows with min(samples, "
                                      "8), about what Multi-View needs per sample; time grows linearly. Ignored by SAM."),
                 io.Int.Input("steps", default=_DEFAULTS.num_inference_steps, min=1, max=500,
-                             tooltip="PartGen: denoising steps per sample. Ignored by SAM."),
+                             tooltip="PartGen: denoising steps per sample batch. Time grows linearly with them; memory does "
+                                     "not. Ignored by SAM."),
                 io.Float.Input("guidance", default=_DEFAULTS.guidance_scale, min=0.0, max=20.0, step=0.1,
                                tooltip="PartGen: classifier-free guidance; 1.0 or less turns it off and halves the time. "
                                        "Ignored by SAM."),
@@ -127,7 +128,9 @@ class Segment(io.ComfyNode):
                                        "SAM2: masks below this share of the object are dropped."),
                 io.String.Input("names", default="", optional=True,
                                 tooltip="SAM3 only: the parts to find, comma-separated ('crown, wheel'); each becomes one "
-                                        "labelled proposal. Short noun phrases work best. Ignored by PartGen and SAM2."),
+                                        "labelled proposal. Short noun phrases work best (at most 64 names of 100 "
+                                        "characters; each costs one text pass, a mask decode per view and ~0.1 MB per "
+                                        "view). Ignored by PartGen and SAM2."),
                 io.Float.Input("sam3_threshold", **host_features.advanced(), default=_SAM3_DEFAULTS.threshold, min=0.0, max=0.99, step=0.01,
                                optional=True,
                                tooltip="SAM3 only: instance score above which a detection counts. Lower it when a "
@@ -184,7 +187,8 @@ class SelectParts(io.ComfyNode):
                 sockets.Views.Input("views", tooltip="The same views, for the overlay preview."),
                 io.Combo.Input("mode", options=list(SELECTION_MODES), default="top_k",
                                tooltip="How to pick: top_k, indices, point, color or names."),
-                io.Int.Input("top_k", default=4, min=1, max=64, tooltip="top_k: how many best-ranked proposals."),
+                io.Int.Input("top_k", default=4, min=1, max=64, tooltip="top_k: how many best-ranked proposals (fewer if there are fewer). Each part costs one "
+                                     "completion and one reconstruction downstream (time; their memory is batched)."),
                 io.String.Input("indices", default="", tooltip="indices: e.g. '0, 2+3' (+ merges proposals into one part)."),
                 io.Int.Input("view", default=0, min=0, max=63, tooltip="point: which view (0..5, grid row-major)."),
                 io.Float.Input("x", default=0.5, min=0.0, max=1.0, step=0.01, tooltip="point: horizontal position in the view, 0..1."),

@@ -295,3 +295,14 @@ def test_an_endpoint_body_nested_thousands_deep_is_named_not_a_recursion_error()
     endpoint = EndpointVLM(EndpointConfig("local", "http://127.0.0.1:9/v1", "m"), environ={})
     with pytest.raises(EndpointError, match="did not answer in the OpenAI chat-completions format"):
         endpoint._reply_text(b"[" * 100_000 + b"]" * 100_000, "")
+
+
+def test_sam3_names_have_a_bound():
+    from partgen_models.segmentation.sam3_backend import MAX_NAMES, PartNamesError, parse_part_names
+
+    assert len(parse_part_names(", ".join(f"part {i}" for i in range(MAX_NAMES)))) == MAX_NAMES
+    # before: any number of names, each one more text pass and mask per view
+    with pytest.raises(PartNamesError, match=f"'names' lists {MAX_NAMES + 1} parts; SAM 3 takes at most {MAX_NAMES}"):
+        parse_part_names(", ".join(f"part {i}" for i in range(MAX_NAMES + 1)))
+    with pytest.raises(PartNamesError, match="is 500 characters long; give short noun phrases"):
+        parse_part_names("crown, " + "x" * 500)

@@ -89,13 +89,26 @@ def load_sam3_segmenter(folder: Path, dtype: torch.dtype = torch.float32) -> Sam
     return Sam3Segmenter(detector, processor, Path(folder).name)
 
 
+# Each name is one text-encoder pass, a mask decode per view and a mask per view kept (about 0.1 MB per
+# view at 320 px): 64 names, as many as Select Parts' top_k takes, hold ~50 MB of masks.
+MAX_NAMES = 64
+MAX_NAME_CHARS = 100  # a short noun phrase; longer text is a description, which SAM 3 does not read well
+
+
 def parse_part_names(text: str) -> tuple[str, ...]:
     """"crown, wheel" (commas or new lines) → ("crown", "wheel"); duplicates (any case) once."""
     names: list[str] = []
     for name in re.split(r"[,\n;]", text or ""):
         name = " ".join(name.split())
+        if len(name) > MAX_NAME_CHARS:
+            raise PartNamesError(
+                f"the name {name[:40]!r}... in 'names' is {len(name)} characters long; give short noun phrases of at "
+                f"most {MAX_NAME_CHARS} characters, separated by commas"
+            )
         if name and name.lower() not in (n.lower() for n in names):
             names.append(name)
+    if len(names) > MAX_NAMES:
+        raise PartNamesError(f"'names' lists {len(names)} parts; SAM 3 takes at most {MAX_NAMES} per run")
     if not names:
         raise PartNamesError(
             "SAM 3 segments the parts you name: type them in 'names', separated by commas (e.g. 'crown, wheel'); "
