@@ -306,3 +306,25 @@ def test_sam3_names_have_a_bound():
         parse_part_names(", ".join(f"part {i}" for i in range(MAX_NAMES + 1)))
     with pytest.raises(PartNamesError, match="is 500 characters long; give short noun phrases"):
         parse_part_names("crown, " + "x" * 500)
+
+
+# --- Edit Part: the kept parts are checked before the edit runs ----------------------------------------------
+
+
+@pytest.mark.parametrize("case, message", [
+    ("other names", r"part views \('object',\) do not belong to the part masks"),
+    ("other views", r"part_views are \(6, 64, 64\) \(views, height, width\) but the views are \(6, 32, 32\)"),
+])
+def test_edit_part_checks_part_views_before_running_the_model(case, message):
+    from partgen_models.completion.complete import CompletionError, edit_part, masked_views
+    from partgen_models.views import PartViews
+
+    views = _views(32)
+    parts = select_parts(_segmentation(32), PartSelection(top_k=2))
+    if case == "other names":
+        others = PartViews.whole_object(views)
+    else:
+        others = masked_views(_views(64), select_parts(_segmentation(64), PartSelection(top_k=2)))
+    # model=None: the run would fail at once; before, these were found only after the edit had run
+    with pytest.raises(CompletionError, match=message):
+        edit_part(None, views, parts, parts.names[0], "a cowboy hat", others=others)

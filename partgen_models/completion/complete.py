@@ -166,16 +166,23 @@ def edit_part(
 ) -> PartViews:
     """Regenerate part ``part`` as ``instruction`` describes; the other parts stay as they were
     (``others``' views when given, e.g. completed ones, else their masked views)."""
+    part = part.strip() if part.strip() in parts.names else part  # a space typed around the name
     if part not in parts.names:
         raise CompletionError(f"there is no part {part!r}; parts are: {', '.join(parts.names)}")
     if not instruction.strip():
         raise CompletionError("the instruction is empty; describe the new part, e.g. 'a cowboy hat'")
-    index = parts.names.index(part)
-    single = PartMasks(parts.masks[index : index + 1], (part,), parts.colors[index : index + 1], parts.layout)
-    edited = complete_parts(model, views, single, options, runtime, instruction=instruction)
+    # the kept parts are checked before the (long) edit runs, not after
     base = others if others is not None else masked_views(views, parts)
     if base.names != parts.names:
         raise CompletionError(f"part views {base.names} do not belong to the part masks {parts.names}")
+    if tuple(base.alpha.shape[1:]) != tuple(views.alpha.shape):
+        raise CompletionError(
+            f"part_views are {tuple(base.alpha.shape[1:])} (views, height, width) but the views are "
+            f"{tuple(views.alpha.shape)}; connect part views completed from these same views"
+        )
+    index = parts.names.index(part)
+    single = PartMasks(parts.masks[index : index + 1], (part,), parts.colors[index : index + 1], parts.layout)
+    edited = complete_parts(model, views, single, options, runtime, instruction=instruction)
     images, alpha = base.images.clone(), base.alpha.clone()
     images[index], alpha[index] = edited.images[0], edited.alpha[0]
     return PartViews(images, alpha, base.c2w, base.fov_deg, base.layout, base.background, base.names, parts.colors)
