@@ -109,7 +109,7 @@ class Reconstruct(io.ComfyNode):
                     max=10_000_000,
                     tooltip="Decimate each part to about this many faces (quadric decimation, about 1 s of CPU per "
                     "200k faces; memory ~1 KB per face). 0 keeps the full mesh: ~100-200k faces per part at grid "
-                    "128, heavy in editors and engines.",
+                    "128, heavy in editors and engines. Otherwise at least 4.",
                 ),
                 io.Combo.Input(
                     "view_subset", **host_features.advanced(),

@@ -328,3 +328,16 @@ def test_edit_part_checks_part_views_before_running_the_model(case, message):
     # model=None: the run would fail at once; before, these were found only after the edit had run
     with pytest.raises(CompletionError, match=message):
         edit_part(None, views, parts, parts.names[0], "a cowboy hat", others=others)
+
+
+# --- Widget values at their bounds ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target_faces", [1, 2, 3])
+def test_target_faces_below_a_closed_surface_is_refused(target_faces):
+    from partgen_models.reconstruction.options import ReconstructionOptions
+
+    # before: decimation returned parts with 0 or 2 faces, which Save Parts then refused as "has no faces"
+    with pytest.raises(ValueError, match=r"target_faces must be 0 \(keep the full mesh\) or at least 4"):
+        ReconstructionOptions(target_faces=target_faces)
+    assert ReconstructionOptions(target_faces=4).target_faces == 4 and ReconstructionOptions(target_faces=0).target_faces == 0

@@ -8,6 +8,9 @@ from typing import Optional
 from ..checks import refuse_non_finite
 
 
+MIN_TARGET_FACES = 4
+
+
 @dataclass(frozen=True)
 class ReconstructionOptions:
     """How to turn views into meshes.
@@ -50,8 +53,12 @@ class ReconstructionOptions:
             raise ValueError(f"resolution must be within 16..512, got {self.resolution}")
         if self.memory_budget_mb < 64:
             raise ValueError(f"memory_budget_mb must be at least 64, got {self.memory_budget_mb}")
-        if self.target_faces < 0:
-            raise ValueError(f"target_faces must be >= 0, got {self.target_faces}")
+        if self.target_faces < 0 or 0 < self.target_faces < MIN_TARGET_FACES:
+            # fewer than a tetrahedron's 4 faces cannot enclose anything: decimation left 0-2 faces
+            raise ValueError(
+                f"target_faces must be 0 (keep the full mesh) or at least {MIN_TARGET_FACES} (the fewest faces of a "
+                f"closed surface), got {self.target_faces}"
+            )
         if self.texture not in TEXTURE_MODES:
             raise ValueError(f"texture must be one of {TEXTURE_MODES}, got {self.texture!r}")
         if self.texture != "off":
