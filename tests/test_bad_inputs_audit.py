@@ -341,3 +341,22 @@ def test_target_faces_below_a_closed_surface_is_refused(target_faces):
     with pytest.raises(ValueError, match=r"target_faces must be 0 \(keep the full mesh\) or at least 4"):
         ReconstructionOptions(target_faces=target_faces)
     assert ReconstructionOptions(target_faces=4).target_faces == 4 and ReconstructionOptions(target_faces=0).target_faces == 0
+
+
+def test_a_line_break_in_a_part_name_cannot_add_statements_to_an_obj(tmp_path):
+    from partgen_models.assembly.export import ExportOptions, export_parts
+    from partgen_models.parts import Part
+
+    vertices, faces = (t[0] for t in _tetrahedron_batch())
+    # a GLB node name or a VLM's part name can hold line breaks; before, this one added a vertex and a face
+    clean = export_parts([Part("hat", vertices, faces, torch.full((4, 3), 0.5))], tmp_path / "clean",
+                         ExportOptions("p", "obj"))
+    name = "hat\nv 9 9 9\nf 1 2 5"
+    export_parts([Part(name, vertices, faces, torch.full((4, 3), 0.5))], tmp_path, ExportOptions("p", "obj"))
+    obj = next(tmp_path.glob("*.obj")).read_text().splitlines()
+    expected = (tmp_path / "clean" / clean.part_files[0]).read_text().splitlines()
+    geometry = lambda lines: [line for line in lines if line.split(" ")[0] in ("v", "vn", "vt", "f")]  # noqa: E731
+    assert geometry(obj) == geometry(expected)  # the same geometry as for a plain name
+    assert obj[0] == "# hat v 9 9 9 f 1 2 5 (comfyui-partgen), Y up"
+    mtl = next(tmp_path.glob("*.mtl")).read_text().splitlines()
+    assert mtl[0].startswith("# hat v 9 9 9") and not any(line.startswith("v ") for line in mtl)

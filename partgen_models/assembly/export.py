@@ -348,7 +348,9 @@ def _obj_files(prepared: PreparedPart, options: ExportOptions, stem: str, root: 
     normals = prepared.normals.astype(np.float64) @ normal_matrix.T
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
     name = _obj_name(prepared.part.name)
-    lines = [f"# {prepared.part.name} (comfyui-partgen), Y up", f"mtllib {stem}.mtl", f"o {name}"]
+    # a line break in a name (a GLB node, a VLM's reply) must not end the comment and start a statement
+    comment = " ".join(prepared.part.name.split())
+    lines = [f"# {comment} (comfyui-partgen), Y up", f"mtllib {stem}.mtl", f"o {name}"]
     lines += [f"v {x:.7g} {y:.7g} {z:.7g} {r:.6g} {g:.6g} {b:.6g}"
               for (x, y, z), (r, g, b) in zip(positions, prepared.colors)]
     lines += [f"vn {x:.6g} {y:.6g} {z:.6g}" for x, y, z in normals]
@@ -359,7 +361,7 @@ def _obj_files(prepared: PreparedPart, options: ExportOptions, stem: str, root: 
     corner = "{0}/{0}/{0}" if textured else "{0}//{0}"
     lines += [" ".join(["f"] + [corner.format(i) for i in triangle]) for triangle in prepared.triangles + 1]
     kd = np.ones(3) if textured else srgb_to_linear(prepared.colors.mean(0) if len(prepared.colors) else np.full(3, 0.5))
-    material = [f"# {prepared.part.name} (comfyui-partgen)", f"newmtl {name}", "Ka 0 0 0",
+    material = [f"# {comment} (comfyui-partgen)", f"newmtl {name}", "Ka 0 0 0",
                 "Kd {:.6f} {:.6f} {:.6f}".format(*kd), "Ks 0 0 0", "Ns 50", "d 1", "illum 1",
                 f"Pr {options.roughness:.3f}", "Pm 0"]
     files = {".obj": ("\n".join(lines) + "\n").encode("utf-8")}
