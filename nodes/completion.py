@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..partgen_models.cameras import LAYOUTS
@@ -15,6 +12,7 @@ from ..partgen_models.completion.complete import (
     complete_parts,
     complete_training_free,
     edit_part,
+    input_masks_for,
     masked_views,
 )
 from ..partgen_models.completion.completer import FORMAT, load_partgen_completer
@@ -23,7 +21,6 @@ from ..partgen_models.views import views_to_grid
 from . import host_features, sockets
 from .comfy_runtime import PRECISIONS, ModelHandle, comfy_runtime, model_search_dirs, resolve_dtype
 
-logger = logging.getLogger(__name__)
 _DEFAULTS = CompletionOptions()
 MODES = ("partgen", "training-free (Zero123++)", "none (baseline)")
 
@@ -31,24 +28,6 @@ MODES = ("partgen", "training-free (Zero123++)", "none (baseline)")
 def _preview(part_views) -> torch.Tensor:
     rows, cols = LAYOUTS[part_views.layout].rows, LAYOUTS[part_views.layout].cols
     return torch.stack([views_to_grid(v, rows, cols) for v in part_views.images])
-
-
-def _input_masks(parts, mask, views) -> torch.Tensor:
-    if mask is None:
-        if parts.input_masks is None:
-            raise CompletionError(
-                "training-free completion needs each part's mask in the input image: use a segmenter that gives "
-                "them (SAM backends) or connect input_mask, drawn on the prepared input image"
-            )
-        return parts.input_masks.float()
-    mask = mask if mask.ndim == 3 else mask[None]
-    if mask.shape[0] not in (1, parts.num_parts):
-        raise CompletionError(f"{mask.shape[0]} input masks for {parts.num_parts} parts; give one per part")
-    size = tuple(views.input_image.shape[:2])
-    if tuple(mask.shape[1:]) != size:
-        logger.info("resizing input masks %s to the prepared input image %s", tuple(mask.shape[1:]), size)
-        mask = (F.interpolate(mask[:, None].float(), size=size, mode="bilinear")[:, 0] > 0.5).float()
-    return mask.expand(parts.num_parts, -1, -1)
 
 
 class LoadCompleter(io.ComfyNode):
@@ -146,7 +125,7 @@ class CompleteParts(io.ComfyNode):
             if multiview_model is None:
                 raise CompletionError("mode training-free needs multiview_model: connect PartGen Load Multi-View Model")
             patcher = multiview_model.patcher()
-            masks = _input_masks(part_masks, input_mask, views)
+            masks = input_masks_for(part_masks, input_mask, views)
             result = complete_training_free(patcher.model, views, part_masks, masks, options, comfy_runtime(patcher))
         return io.NodeOutput(result, _preview(result))
 

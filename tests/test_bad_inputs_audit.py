@@ -360,3 +360,35 @@ def test_a_line_break_in_a_part_name_cannot_add_statements_to_an_obj(tmp_path):
     assert obj[0] == "# hat v 9 9 9 f 1 2 5 (comfyui-partgen), Y up"
     mtl = next(tmp_path.glob("*.mtl")).read_text().splitlines()
     assert mtl[0].startswith("# hat v 9 9 9") and not any(line.startswith("v ") for line in mtl)
+
+
+# --- Complete Parts' input_mask (training-free) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case, message", [
+    ("none", "training-free completion needs each part's mask in the input image"),
+    ("count", "3 input masks for 2 parts; give one per part"),
+    ("shape", r"input_mask must be a MASK \[B,H,W\], got shape \(1, 1, 32, 32\)"),
+    ("nan", "input_mask contains NaN or infinite values"),
+])
+def test_training_free_input_masks_name_what_is_wrong(case, message):
+    from partgen_models.completion.complete import CompletionError, input_masks_for
+
+    views = _views(32)
+    parts = select_parts(_segmentation(32), PartSelection(top_k=2))
+    mask = {"none": None, "count": torch.ones(3, 32, 32), "shape": torch.ones(1, 1, 32, 32),
+            "nan": torch.full((2, 32, 32), float("nan"))}[case]
+    # before: the shape case failed inside F.interpolate, NaN became an empty mask silently
+    with pytest.raises(CompletionError, match=message):
+        input_masks_for(parts, mask, views)
+
+
+def test_training_free_input_mask_of_another_size_is_resized_to_the_input_image():
+    from partgen_models.completion.complete import input_masks_for
+
+    views = _views(32)  # its input image is 32x32
+    parts = select_parts(_segmentation(32), PartSelection(top_k=2))
+    mask = torch.zeros(1, 64, 64)
+    mask[0, :32] = 1.0
+    masks = input_masks_for(parts, mask, views)
+    assert masks.shape == (2, 32, 32) and masks[:, :16].all() and not masks[:, 16:].any()

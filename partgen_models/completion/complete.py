@@ -188,6 +188,33 @@ def edit_part(
     return PartViews(images, alpha, base.c2w, base.fov_deg, base.layout, base.background, base.names, parts.colors)
 
 
+def input_masks_for(parts: PartMasks, mask: Optional[torch.Tensor], views: MultiView) -> torch.Tensor:
+    """Each part's mask in the prepared input image ``[P,h,w]`` for training-free completion: the
+    segmenter's (SAM backends) or ``mask`` (Complete Parts' input_mask: one MASK, or one per part, of
+    any size; resized to the prepared input image)."""
+    if mask is None:
+        if parts.input_masks is None:
+            raise CompletionError(
+                "training-free completion needs each part's mask in the input image: use a segmenter that gives "
+                "them (SAM backends) or connect input_mask, drawn on the prepared input image"
+            )
+        return parts.input_masks.float()
+    if mask.ndim not in (2, 3):
+        raise CompletionError(f"input_mask must be a MASK [B,H,W], got shape {tuple(mask.shape)}")
+    mask = (mask if mask.ndim == 3 else mask[None]).float()
+    if mask.shape[0] not in (1, parts.num_parts):
+        raise CompletionError(f"{mask.shape[0]} input masks for {parts.num_parts} parts; give one per part")
+    if not bool(torch.isfinite(mask).all()):
+        raise CompletionError("input_mask contains NaN or infinite values; check the node that made it")
+    size = tuple(views.input_image.shape[:2]) if views.input_image is not None else None
+    if size is None:
+        raise CompletionError("these views carry no input image; completion needs views made by PartGen Multi-View")
+    if tuple(mask.shape[1:]) != size:
+        # drawn on the original image or at another size: the prepared input image is square
+        mask = (F.interpolate(mask[:, None], size=size, mode="bilinear")[:, 0] > 0.5).float()
+    return mask.expand(parts.num_parts, -1, -1)
+
+
 def complete_training_free(
     model: Zero123PlusModel,
     views: MultiView,
