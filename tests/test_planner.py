@@ -206,6 +206,9 @@ def test_image_batch_and_bad_values_are_refused():
         plan_parts(CannedVLM(), torch.rand(8, 8), REQUEST)
     with pytest.raises(PlanRequestError, match="NaN or infinite"):
         plan_parts(CannedVLM(), torch.full((1, 8, 8, 3), float("nan")), REQUEST)
+    # 0..255 values: clamped, the VLM would have been shown a white image
+    with pytest.raises(PlanRequestError, match=r"values from 0 to 255, but an IMAGE holds 0..1 \(8-bit values not divided"):
+        plan_parts(CannedVLM(), torch.linspace(0, 255, 192).reshape(1, 8, 8, 3), REQUEST)
 
 
 # --- the local Qwen3-VL on a tiny checkpoint --------------------------------------------------------
