@@ -170,10 +170,8 @@ class GltfDocument:
     buffers: list[Optional[bytes]]
 
 
-def read_document(path: Path) -> GltfDocument:
-    """The JSON and buffer bytes of a .glb or .gltf (external buffers next to it, or data URIs).
-    Raises ValueError on a malformed file; a buffer that cannot be found is None."""
-    raw = Path(path).read_bytes()
+def _json_and_binary(raw: bytes) -> tuple[dict, Optional[bytes]]:
+    """The JSON document and the GLB's binary chunk (None for a .gltf) of a file's bytes."""
     binary = None
     if raw[:4] == _GLB_MAGIC:
         json_length, kind = struct.unpack_from("<II", raw, 12)
@@ -187,6 +185,22 @@ def read_document(path: Path) -> GltfDocument:
                 binary = raw[rest + 8 : rest + 8 + bin_length]
     else:
         document = json.loads(raw)
+    if not isinstance(document, dict):
+        raise ValueError(f"the glTF JSON is a {type(document).__name__}, not an object")
+    return document, binary
+
+
+def external_uris(path: Path) -> list[str]:
+    """The files a .glb or .gltf refers to (buffers and images that are not embedded data URIs)."""
+    document, _ = _json_and_binary(Path(path).read_bytes())
+    entries = [e for key in ("buffers", "images") for e in document.get(key, []) if isinstance(e, dict)]
+    return [e["uri"] for e in entries if isinstance(e.get("uri"), str) and not e["uri"].startswith("data:")]
+
+
+def read_document(path: Path) -> GltfDocument:
+    """The JSON and buffer bytes of a .glb or .gltf (external buffers next to it, or data URIs).
+    Raises ValueError on a malformed file; a buffer that cannot be found is None."""
+    document, binary = _json_and_binary(Path(path).read_bytes())
     buffers: list[Optional[bytes]] = []
     for entry in document.get("buffers", []):
         uri = entry.get("uri")
@@ -195,8 +209,9 @@ def read_document(path: Path) -> GltfDocument:
         elif uri.startswith("data:"):
             buffers.append(base64.b64decode(uri.split(",", 1)[1]))
         else:
-            candidate = Path(path).parent / unquote(uri)
-            buffers.append(candidate.read_bytes() if candidate.is_file() else None)
+            candidate = (Path(path).parent / unquote(uri)).resolve()
+            inside = Path(path).parent.resolve() in candidate.parents  # never a file elsewhere on this machine
+            buffers.append(candidate.read_bytes() if inside and candidate.is_file() else None)
     return GltfDocument(document, buffers)
 
 

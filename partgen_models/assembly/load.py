@@ -44,7 +44,7 @@ import torch
 
 from ..checks import refuse_non_finite
 from ..parts import Part, place
-from .gltf import GltfDocument, linear_to_srgb, read_accessor, read_document
+from .gltf import GltfDocument, external_uris, linear_to_srgb, read_accessor, read_document
 from .mesh_interop import DEFAULT_COLOR
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
             f"{path.name}: the file is {path.stat().st_size / 2**20:.0f} MB; PartGen reads mesh files up to "
             f"{MAX_FILE_MB} MB (loading takes about 8x the file's size in memory). Decimate the mesh or split it first"
         )
+    _check_references(path, suffix)
     scene = _read_scene(path, suffix)
     pieces = _gltf_pieces(scene, path, suffix) if suffix != ".obj" else _obj_pieces(scene, path)
     if not pieces:
@@ -112,6 +113,54 @@ def load_parts(path: Path, options: LoadOptions = LoadOptions()) -> list[Part]:
     parts = [_to_part(name, group, path, options) for name, group in _group_pieces(pieces)]
     logger.info("loaded %d parts from %s", len(parts), path.name)
     return parts
+
+
+_MTL_FILE_STATEMENTS = ("map_", "bump", "disp", "decal", "refl", "norm")
+
+
+def _referenced_files(path: Path, suffix: str) -> list[str]:
+    """The file names a mesh file refers to: a glTF's external buffers and images; an OBJ's material
+    libraries and the textures those name."""
+    if suffix != ".obj":
+        try:
+            return external_uris(path)
+        except (ValueError, OSError, struct.error, UnicodeDecodeError):
+            return []  # malformed: the reader reports it
+    names: list[str] = []
+    libraries = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith("mtllib"):
+                libraries += line.split()[1:]
+    names += libraries
+    for library in libraries:
+        candidate = path.parent / library
+        if _inside(candidate, path.parent) and candidate.is_file() and candidate.stat().st_size <= MAX_FILE_MB * 2**20:
+            with open(candidate, encoding="utf-8", errors="replace") as lines:
+                names += [line.split()[-1] for line in lines
+                          if line.strip().lower().startswith(_MTL_FILE_STATEMENTS) and len(line.split()) > 1]
+    return names
+
+
+def _inside(candidate: Path, folder: Path) -> bool:
+    try:
+        candidate.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _check_references(path: Path, suffix: str) -> None:
+    """Files a mesh refers to must lie in its folder (or below): an absolute path or '..' in a
+    downloaded file would otherwise read any file of this machine into the parts."""
+    from urllib.parse import unquote
+
+    for name in _referenced_files(path, suffix):
+        if not _inside(path.parent / unquote(name), path.parent):
+            raise LoadPartsError(
+                f"{path.name}: refers to the file {name!r} outside its folder; a mesh file may only use files beside "
+                f"it (or embedded data). Re-export it with embedded textures and buffers (GLB)"
+            )
 
 
 def _read_scene(path: Path, suffix: str):
