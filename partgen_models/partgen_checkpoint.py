@@ -87,7 +87,11 @@ def list_partgen_checkpoints(search_dirs: Sequence[Path], expected_format: str) 
         root = Path(root)
         if not root.is_dir():
             continue
-        for folder in sorted(root.iterdir()):
+        try:
+            folders = sorted(root.iterdir())
+        except OSError:  # an unreadable models folder (extra_model_paths) must not break the node list
+            continue
+        for folder in folders:
             try:
                 config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             except (OSError, ValueError):

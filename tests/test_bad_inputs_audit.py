@@ -97,6 +97,8 @@ def test_partgen_json_that_is_not_an_object_is_named_and_skipped_in_the_list(tmp
     (stray / "partgen.json").write_text("[1, 2]")
     # before: AttributeError 'list' object has no attribute 'get', in the loader's node list (define_schema)
     assert list_partgen_checkpoints([tmp_path], "partgen-segmentation") == []
+    (tmp_path / "vlm").mkdir()
+    assert list_local_vlms([tmp_path]) == []
     with pytest.raises(WeightsError, match=r"partgen.json holds a JSON list, not an object; expected \{\"format\""):
         read_partgen_checkpoint(stray, "partgen-segmentation")
     (stray / "partgen.json").write_text('{"format": "partgen-segmentation", "version": 1, "palette": [[0, 0], "red"]}')
@@ -445,3 +447,23 @@ def test_a_gltf_with_its_buffer_beside_it_still_loads(tmp_path):
     parts = load_parts(_gltf_with_buffer_uri(tmp_path, "part.bin"), __import__(
         "partgen_models.assembly.load", fromlist=["LoadOptions"]).LoadOptions(non_manifold="keep"))
     assert [p.name for p in parts] == ["a"] and parts[0].faces.shape[0] == 1
+
+
+def test_an_unreadable_models_folder_does_not_break_the_loaders_lists(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from partgen_models.multiview.catalog import MULTIVIEW_CHOICES, list_multiview_models
+    from partgen_models.partgen_checkpoint import list_partgen_checkpoints
+    from partgen_models.planning.local_vlm import list_local_vlms
+
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self in (tmp_path, tmp_path / "vlm"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    # before: PermissionError inside the loader nodes' define_schema, which drops them from the node list
+    assert list_multiview_models([tmp_path]) == list(MULTIVIEW_CHOICES)
+    assert list_partgen_checkpoints([tmp_path], "partgen-segmentation") == []

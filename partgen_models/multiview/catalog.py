@@ -41,7 +41,11 @@ def list_multiview_models(search_dirs: Sequence[Path]) -> list[str]:
         root = Path(root)
         if not root.is_dir():
             continue
-        for folder in sorted(root.iterdir()):
+        try:
+            folders = sorted(root.iterdir())
+        except OSError:  # an unreadable models folder (extra_model_paths) must not break the node list
+            continue
+        for folder in folders:
             if folder.name not in official_folders and folder.name not in names and _is_zero123plus_folder(folder):
                 names.append(folder.name)
     return names

@@ -51,8 +51,11 @@ def list_local_vlms(search_dirs: Sequence[Path]) -> list[str]:
     found: list[str] = []
     for root in search_dirs:
         vlm_dir = Path(root) / "vlm"
-        if vlm_dir.is_dir():
-            found += sorted(p.name for p in vlm_dir.iterdir() if (p / "config.json").is_file() and p.name not in found)
+        try:
+            entries = list(vlm_dir.iterdir()) if vlm_dir.is_dir() else []
+        except OSError:  # unreadable: must not break the node list
+            continue
+        found += sorted(p.name for p in entries if (p / "config.json").is_file() and p.name not in found)
     return found
 
 
