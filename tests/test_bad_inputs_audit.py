@@ -97,8 +97,6 @@ def test_partgen_json_that_is_not_an_object_is_named_and_skipped_in_the_list(tmp
     (stray / "partgen.json").write_text("[1, 2]")
     # before: AttributeError 'list' object has no attribute 'get', in the loader's node list (define_schema)
     assert list_partgen_checkpoints([tmp_path], "partgen-segmentation") == []
-    (tmp_path / "vlm").mkdir()
-    assert list_local_vlms([tmp_path]) == []
     with pytest.raises(WeightsError, match=r"partgen.json holds a JSON list, not an object; expected \{\"format\""):
         read_partgen_checkpoint(stray, "partgen-segmentation")
     (stray / "partgen.json").write_text('{"format": "partgen-segmentation", "version": 1, "palette": [[0, 0], "red"]}')
@@ -467,3 +465,5 @@ def test_an_unreadable_models_folder_does_not_break_the_loaders_lists(tmp_path, 
     # before: PermissionError inside the loader nodes' define_schema, which drops them from the node list
     assert list_multiview_models([tmp_path]) == list(MULTIVIEW_CHOICES)
     assert list_partgen_checkpoints([tmp_path], "partgen-segmentation") == []
+    (tmp_path / "vlm").mkdir()
+    assert list_local_vlms([tmp_path]) == []
