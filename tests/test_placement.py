@@ -130,11 +130,22 @@ def test_interpenetrating_parts_are_pushed_back_along_their_rays(exact):
     assert float(separated.parts[1].transform[0, 0]) > float(separated.parts[0].transform[0, 0])  # further = larger
 
 
+def test_a_depth_map_at_another_resolution_is_resized_to_the_input(exact):
+    # depth preprocessors work at their own resolution; before, anything but the input's size was refused
+    options = PlacementOptions(render_size=SIZE, depth_source="depth map", max_penetration=1.0)
+    full = place_parts(list(exact.normalised), exact.isolated, exact.crop_boxes, options, depth_map=exact.depth_map)
+    double = torch.nn.functional.interpolate(exact.depth_map.permute(0, 3, 1, 2), scale_factor=2, mode="nearest")
+    resized = place_parts(list(exact.normalised), exact.isolated, exact.crop_boxes, options,
+                          depth_map=double.permute(0, 2, 3, 1))
+    assert resized.depth_source == "depth map"
+    assert [r.depth_factor for r in resized.report] == pytest.approx([r.depth_factor for r in full.report], abs=0.02)
+
+
 @pytest.mark.parametrize("case, message", [
     ("count", "2 reconstructed parts for 3 isolated parts (base, post, knob)"),
     ("no reference", "depth_source is 'reference' but no reference is connected"),
     ("no depth map", "depth_source is 'depth map' but no depth map is connected"),
-    ("depth size", "the depth map has shape (10, 10, 3) but the input image is 64x64"),
+    ("depth size", "the depth map has shape (10, 20, 3) but the input image is 64x64"),
     ("depth nan", "the depth map contains NaN or infinite values"),
     ("crop box", "part 'post': a crop box is (top, left, side) with side >= 1"),
     ("empty mesh", "part 'knob': its mesh is empty or has NaN/infinite vertices"),
@@ -151,7 +162,7 @@ def test_bad_placement_inputs_say_what_to_connect(exact, case, message):
     elif case == "no depth map":
         options = replace(options, depth_source="depth map")
     elif case == "depth size":
-        kwargs["depth_map"] = torch.zeros(1, 10, 10, 3)
+        kwargs["depth_map"] = torch.zeros(1, 10, 20, 3)  # another aspect ratio (the same one is resized)
     elif case == "depth nan":
         kwargs["depth_map"] = torch.full((1, SIZE, SIZE, 3), float("nan"))
     elif case == "crop box":

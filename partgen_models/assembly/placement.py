@@ -440,10 +440,27 @@ def _check_inputs(parts: Sequence[Part], isolated: IsolatedParts, crop_boxes: Se
         if depth_map.ndim != 3 or tuple(depth_map.shape[:2]) != isolated.image_size:
             raise PlacementError(
                 f"the depth map has shape {tuple(depth_map.shape)} but the input image is "
-                f"{isolated.image_size[1]}x{isolated.image_size[0]}; connect the depth of the same input image"
+                f"{isolated.image_size[1]}x{isolated.image_size[0]}; connect the depth of the same input image (any "
+                f"resolution of the same aspect ratio is resized)"
             )
         if not torch.isfinite(depth_map).all():
             raise PlacementError("the depth map contains NaN or infinite values")
+
+
+def _depth_map_at_input_size(depth_map: Optional[torch.Tensor], image_size: tuple[int, int]) -> Optional[torch.Tensor]:
+    """A depth map of the input image at another resolution (depth preprocessors work at their own, e.g.
+    512 px) resized to the input image's size when the aspect ratio is the same; anything else is left
+    for :func:`_check_inputs` to refuse."""
+    if depth_map is None or depth_map.ndim not in (3, 4) or (depth_map.ndim == 4 and depth_map.shape[0] != 1):
+        return depth_map
+    values = depth_map[0] if depth_map.ndim == 4 else depth_map  # (h, w, C)
+    (h, w), (height, width) = values.shape[:2], image_size
+    if (h, w) == (height, width) or min(h, w) < 1 or abs((w / h) / (width / height) - 1.0) > 0.02:
+        return depth_map
+    logger.info("resizing the %dx%d depth map to the %dx%d input image", w, h, width, height)
+    resized = F.interpolate(values.permute(2, 0, 1)[None].float(), size=(height, width), mode="bilinear",
+                            align_corners=False)
+    return resized[0].permute(1, 2, 0)
 
 
 def _resolve_depth_source(options: PlacementOptions, reference, depth_map) -> str:
@@ -474,6 +491,7 @@ def place_parts(
         IMAGE ``[1,H,W,3]`` of relative depth of the input image. Returns the parts with transforms set.
     """
     runtime = runtime or default_runtime("cpu", torch.float32)
+    depth_map = _depth_map_at_input_size(depth_map, isolated.image_size)
     _check_inputs(parts, isolated, crop_boxes, reference, reference_box, depth_map, options)
     height, width = isolated.image_size
     frame = AssemblyFrame(height, width, options.input_fov_deg)
