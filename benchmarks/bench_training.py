@@ -9,9 +9,13 @@
 fixed budget of ``--steps`` steps and prints PartGen's automatic-mode metrics (mAP50/75, recall@K) of
 the untrained (step 0: the base UNet with zero-initialised extra inputs) and the trained model, scored
 by the trainer's own periodic evaluation. A random tiny VAE does not reconstruct what it encodes, so
-the script first fits the tiny base's VAE as an autoencoder on the training grids (``--vae-steps``) and
-sets its scaling factor so scaled latents have unit variance, as Stable Diffusion's has; the base stays
-in the release's folder layout and loads through the same loader.
+the script first fits the tiny base's VAE as an autoencoder on palette-coded target grids
+(``--vae-steps``, ``fit_tiny_vae``) and sets its scaling factor so scaled latents have unit variance, as
+Stable Diffusion's has; with ``--vae-downsampling 2`` (default) or 4 the VAE and UNet are shallower
+(``write_shallow_base``) so a 64 px view's palette survives the latent. The base stays in the release's
+folder layout and loads through the same loader. Below the table it prints what the decode path allows
+(``upper_bounds``). On a CPU the default budget takes about 15-25 minutes; on a GPU (``--device auto``)
+thousands of steps take minutes, which is what showing training helping needs (RESULTS.md 'Training').
 
 ``--size real`` builds the real Zero123++ v1.2 architecture (866M UNet widened to 8 / 13 inputs,
 the SD VAE, the ViT-H CLIP image encoder) with random weights on the GPU, a small training set of
@@ -57,9 +61,15 @@ def _build_set(work: Path, objects: int, view_size: int, input_size: int, device
 # tiny: mAP before and after
 
 
-def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
-    """Train the tiny base's VAE to reconstruct training grids (objects and colour-coded targets); write it
-    back into ``base/vae`` with a scaling factor giving scaled latents unit variance."""
+def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int, crop: int = 64, batch_size: int = 8) -> dict:
+    """Train the tiny base's VAE to reconstruct the palette-coded target grids of the training set (a fresh
+    colour assignment per sample, as the trainer draws them); write it back into ``base/vae`` with a scaling
+    factor giving scaled latents unit variance.
+
+    Recipe (RESULTS.md 'Training'): Adam with a one-cycle schedule (peak lr 5e-3, 10 % warm-up), batches of
+    ``batch_size`` random ``crop``-px crops (8-aligned) of target grids, MSE on posterior means (the pipeline
+    encodes means; fitting samples drawn with the random VAE's unit std converges far slower). The object
+    renders (the segmenter's input) are not fitted: their latents need to inform, not to reconstruct."""
     from safetensors.torch import save
 
     from partgen_models.multiview.zero123pp import load_zero123plus
@@ -67,34 +77,39 @@ def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int) -> dict:
     from partgen_models.training.shards import write_atomic_bytes
 
     vae = load_zero123plus(base).vae.train().requires_grad_(True)
-    batches = StepBatches(TrainingSet(data), "segmentation", 4, seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    batches = StepBatches(TrainingSet(data), "segmentation", batch_size, seed)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=steps, pct_start=0.1)
+    crops = torch.Generator().manual_seed(seed + 11)
     last = float("nan")
     for step in range(steps):
-        batch = batches[step]
-        grids = torch.cat([batch["condition"], batch["target"]])  # (8, 3, H, W) in 0..1
-        pixels = (grids * 2 - 1) * 0.5 / 0.8  # the sampler's image scaling
-        posterior = vae.encode(pixels).latent_dist
-        # the pipeline encodes posterior means; fitting on them (not on samples with the random VAE's unit
-        # std) converges in far fewer steps
-        loss = torch.nn.functional.mse_loss(vae.decode(posterior.mean).sample, pixels)
+        targets = batches[step]["target"]  # (B, 3, H, W) in 0..1
+        height, width = targets.shape[2:]
+        ys = torch.randint(0, (height - crop) // 8 + 1, (len(targets),), generator=crops) * 8
+        xs = torch.randint(0, (width - crop) // 8 + 1, (len(targets),), generator=crops) * 8
+        pixels = torch.stack([t[:, y:y + crop, x:x + crop] for t, y, x in zip(targets, ys.tolist(), xs.tolist())])
+        pixels = (pixels * 2 - 1) * 0.5 / 0.8  # the sampler's image scaling
+        loss = torch.nn.functional.mse_loss(vae.decode(vae.encode(pixels).latent_dist.mean).sample, pixels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
         last = float(loss.detach())
         if (step + 1) % 50 == 0:
             logger.warning("VAE fit: step %d/%d, reconstruction loss %.5f", step + 1, steps, last)
     vae.eval()
     with torch.no_grad():
-        grids = torch.cat([batches[i]["target"] for i in range(4)])
-        means = vae.encode((grids * 2 - 1) * 0.5 / 0.8).latent_dist.mean
+        grids = torch.cat([batches[i]["target"] for i in range(2)])
+        pixels = (grids * 2 - 1) * 0.5 / 0.8
+        means = vae.encode(pixels).latent_dist.mean
+        full = float(torch.nn.functional.mse_loss(vae.decode(means).sample, pixels))
     # scale_latents computes (z·s − 0.22)·0.75: unit variance when s = 1 / (0.75 · std(z))
     scaling = float(1.0 / (0.75 * means.std()))
     vae.register_to_config(scaling_factor=scaling)
     vae.save_config(str(base / "vae"))
     state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
     write_atomic_bytes(base / "vae" / "diffusion_pytorch_model.safetensors", save(state, metadata={"format": "pt"}))
-    return {"vae_loss": last, "scaling_factor": scaling}
+    return {"vae_loss": last, "full_grid_mse": full, "scaling_factor": scaling}
 
 
 def upper_bounds(base: Path, objects: int, view_size: int, seed: int) -> dict[str, dict]:
@@ -127,23 +142,34 @@ def upper_bounds(base: Path, objects: int, view_size: int, seed: int) -> dict[st
     return {name: mean_scores(values) for name, values in scores.items()}
 
 
-def write_shallow_vae(base: Path, downsampling: int, seed: int) -> None:
+def write_shallow_base(base: Path, downsampling: int, seed: int) -> None:
     """Replace the tiny base's VAE (8x down-sampling, like the release's) by a random one with fewer down
-    blocks, written in the same diffusers layout: the pipeline infers the latent scale from
-    ``block_out_channels``, and a 64 px view keeps more of its flat palette regions in a 2x / 4x latent
-    (an 8x-down-sampled latent can hold at most mAP50 36.5 of the scored objects at 64 px)."""
-    from diffusers import AutoencoderKL
+    blocks, and its UNet by one that reaches as far, both in the same diffusers layout (the pipeline infers
+    the latent scale from ``block_out_channels``). A 64 px view keeps more of its flat palette regions in a
+    2x / 4x latent (an 8x-down-sampled latent can hold at most mAP50 36.5 of the scored objects at 64 px).
+
+    Costs on a CPU: the latent has (8 / downsampling)² times as many positions, so the VAE has no mid-block
+    attention (at 2x it took 74 % of an encode) and the UNet has one more level, without attention at the
+    top one (self- and reference attention at 64x96 positions made a step 7 s instead of 3 s)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from partgen_models.testing.tiny_models import TINY_ZERO123PP_CONFIGS, _save_safetensors
 
     blocks = {2: (16, 32), 4: (8, 16, 32), 8: (8, 8, 16, 16)}[downsampling]
-    config = dict(TINY_ZERO123PP_CONFIGS["vae"], block_out_channels=blocks,
+    config = dict(TINY_ZERO123PP_CONFIGS["vae"], block_out_channels=blocks, mid_block_add_attention=False,
                   down_block_types=("DownEncoderBlock2D",) * len(blocks),
                   up_block_types=("UpDecoderBlock2D",) * len(blocks))
     torch.manual_seed(seed + 7)  # diffusers' own initialisation, seeded: it is fitted from here
     vae = AutoencoderKL(**config)
     vae.save_config(str(base / "vae"))
     _save_safetensors(vae.state_dict(), base / "vae" / "diffusion_pytorch_model.safetensors")
+    unet_config = dict(TINY_ZERO123PP_CONFIGS["unet"], block_out_channels=(32, 64, 64), attention_head_dim=(2, 4, 4),
+                       down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+    torch.manual_seed(seed + 8)
+    unet = UNet2DConditionModel(**unet_config)
+    unet.save_config(str(base / "unet"))
+    _save_safetensors(unet.state_dict(), base / "unet" / "diffusion_pytorch_model.safetensors")
 
 
 def run_tiny(args) -> None:
@@ -157,7 +183,7 @@ def run_tiny(args) -> None:
     if not (base / "model_index.json").is_file():
         write_tiny_training_base(base, seed=args.seed)
         if args.vae_downsampling != 8:
-            write_shallow_vae(base, args.vae_downsampling, args.seed)
+            write_shallow_base(base, args.vae_downsampling, args.seed)
     started = time.perf_counter()
     data = _build_set(work, args.objects, 64, 64, None)
     build_s = time.perf_counter() - started
@@ -286,11 +312,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="real: untimed steps first")
     parser.add_argument("--batch-size", type=int, default=None, help="tiny: 4; real: 4")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="tiny only")
-    parser.add_argument("--vae-steps", type=int, default=400, help="tiny: steps fitting the tiny VAE")
-    parser.add_argument("--vae-downsampling", type=int, choices=(2, 4, 8), default=8,
-                        help="tiny: the benchmark base's VAE down-sampling (8: the release's layout and the tests' "
-                             "tiny base; 2 / 4: shallower VAEs, which round-trip the palette better but not yet well "
-                             "enough, see RESULTS.md 'Training')")
+    parser.add_argument("--vae-steps", type=int, default=700, help="tiny: steps fitting the tiny VAE")
+    parser.add_argument("--vae-downsampling", type=int, choices=(2, 4, 8), default=2,
+                        help="tiny: the benchmark base's VAE down-sampling (2: the palette survives best, bound "
+                             "mAP50 ~50, a segmenter step ~1.5-3 s on a CPU; 4: bound ~30, ~0.55 s; 8: the "
+                             "release's layout and the tests' tiny base, which cannot hold the palette at 64 px; "
+                             "RESULTS.md 'Training')")
     parser.add_argument("--eval-objects", type=int, default=6)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--eval-samples", type=int, default=3)

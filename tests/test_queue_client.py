@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -419,7 +420,10 @@ def test_interrupt_from_the_server_side(server, tmp_path):
     assert status == 200
     code, err = client.finish()
     assert code == qc.EXIT_INTERRUPTED, err
-    assert f"interrupted at node 3 (PartGenMultiView): prompt {prompt_id} was stopped on the server" in err, err
+    # "running" starts with the loader (node 2) when an earlier test has not cached it: the stop lands in
+    # whichever node runs, and the message names that one
+    stopped_in = re.search(rf"interrupted at node (\d+) \((\w+)\): prompt {prompt_id} was stopped on the server", err)
+    assert stopped_in and stopped_in.groups() in {("2", "PartGenLoadMultiViewModel"), ("3", "PartGenMultiView")}, err
 
 
 @pytest.mark.tier3
