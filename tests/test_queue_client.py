@@ -313,8 +313,11 @@ class BackgroundClient:
     """The client in a subprocess, its stderr collected as it comes."""
 
     def __init__(self, *args: str) -> None:
+        # A suite started as a background job (`cmd &` in a script) inherits SIGINT ignored, and so would the
+        # client, which then could not be stopped like a user's Ctrl+C: give it the default disposition.
+        restore_ctrl_c = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if os.name == "posix" else None
         self.proc = subprocess.Popen(_client(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+                                     stdin=subprocess.DEVNULL, text=True, preexec_fn=restore_ctrl_c)
         self.err: list[str] = []
         self._reader = threading.Thread(target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")), daemon=True)
         self._reader.start()
