@@ -23,7 +23,7 @@ import torch
 
 from .modules import DeviceFromWeights
 from .multiview.zero123pp import Zero123PlusModel
-from .weights import WeightsError
+from .weights import WeightsError, folder_entries
 
 CONFIG_NAME = "partgen.json"
 
@@ -84,14 +84,7 @@ def list_partgen_checkpoints(search_dirs: Sequence[Path], expected_format: str) 
     """Folders in ``search_dirs`` whose ``partgen.json`` declares ``expected_format``."""
     names = []
     for root in search_dirs:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        try:
-            folders = sorted(root.iterdir())
-        except OSError:  # an unreadable models folder (extra_model_paths) must not break the node list
-            continue
-        for folder in folders:
+        for folder in folder_entries(root):
             try:
                 config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             except (OSError, ValueError):

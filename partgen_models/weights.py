@@ -132,6 +132,15 @@ SAM_MODELS: dict[str, OfficialModel] = {
 }
 
 
+def folder_entries(root: Path) -> list[Path]:
+    """The entries of a models folder, sorted; none when it is missing or unreadable (an extra_model_paths
+    folder without permission must not break a loader's node list)."""
+    try:
+        return sorted(Path(root).iterdir()) if Path(root).is_dir() else []
+    except OSError:
+        return []
+
+
 def downloads_allowed() -> bool:
     """False when the user switched downloading off (``PARTGEN_NO_DOWNLOAD=1`` or HF offline mode)."""
     for name in (NO_DOWNLOAD_ENV, "HF_HUB_OFFLINE"):

@@ -22,7 +22,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..multiview.preprocess import _RANGE_TOLERANCE, InputImageError, alpha_from_background, alpha_from_mask
+from ..multiview.preprocess import (
+    _RANGE_TOLERANCE, InputImageError, alpha_from_background, alpha_from_mask, gray_to_rgb,
+)
 from ..planning.plan import MAX_PARTS
 
 logger = logging.getLogger(__name__)
@@ -115,8 +117,7 @@ def _as_single_image(image: torch.Tensor, name: str, is_input: bool = False) -> 
         fix = ("connect the one image the plan was made from" if is_input else
                "connect one edited image per part (the edit node runs once per prompt of the plan's prompt list)")
         raise IsolationError(f"{label} must be one IMAGE [1,H,W,3], got shape {tuple(image.shape)}; {fix}")
-    if image.shape[-1] in (1, 2):  # grayscale (+ alpha): the gray level on all three channels
-        image = torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
+    image = gray_to_rgb(image)
     if not torch.isfinite(image).all():
         raise IsolationError(f"{label} contains NaN or infinite values")
     high = float(image.amax()) if image.numel() else 0.0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..weights import OFFICIAL_MODELS, OfficialModel, WeightsError, ensure_model, is_installed
+from ..weights import OFFICIAL_MODELS, OfficialModel, WeightsError, ensure_model, folder_entries, is_installed
 
 # Choice name → the official downloads it needs (first: the Zero123++ folder; second: a UNet file).
 MULTIVIEW_CHOICES: dict[str, tuple[str, ...]] = {
@@ -38,14 +38,7 @@ def list_multiview_models(search_dirs: Sequence[Path]) -> list[str]:
     names = list(MULTIVIEW_CHOICES)
     official_folders = {folder for needs in MULTIVIEW_CHOICES.values() for folder in needs}
     for root in search_dirs:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        try:
-            folders = sorted(root.iterdir())
-        except OSError:  # an unreadable models folder (extra_model_paths) must not break the node list
-            continue
-        for folder in folders:
+        for folder in folder_entries(root):
             if folder.name not in official_folders and folder.name not in names and _is_zero123plus_folder(folder):
                 names.append(folder.name)
     return names

@@ -98,6 +98,14 @@ def alpha_from_mask(mask: torch.Tensor, marks: str) -> Optional[torch.Tensor]:
     return 1.0 - mask if marks == "background" else mask
 
 
+def gray_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    """Grayscale (L) or grayscale + alpha (LA) ``[..., 1|2]``, as some loaders and converters give, as RGB(A):
+    the gray level on all three channels, the alpha kept; anything else unchanged."""
+    if image.shape[-1] not in (1, 2):
+        return image
+    return torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
+
+
 def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise InputImageError(f"expected an IMAGE tensor [B,H,W,3], got {type(image).__name__}")
@@ -113,10 +121,7 @@ def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> t
             f"{wording.image.format(index='').strip()} is an empty batch (0 images); check the node that feeds it "
             "(a filter or batch node may have removed every image)"
         )
-    if image.shape[-1] in (1, 2):
-        # Grayscale (L) or grayscale + alpha (LA), as some loaders and converters give: the gray level on
-        # all three channels, the alpha kept.
-        image = torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
+    image = gray_to_rgb(image)
     name = wording.image.format(index="0" if image.shape[0] == 1 else f"0..{image.shape[0] - 1}")
     if not torch.isfinite(image).all():
         raise InputImageError(f"{name} contains NaN or infinite values; check the node that made it")

@@ -18,7 +18,7 @@ import torch
 
 from ..modules import DeviceFromWeights
 from ..runtime import Runtime
-from ..weights import VLM_MODELS, WeightsError, ensure_model, is_installed
+from ..weights import VLM_MODELS, WeightsError, ensure_model, folder_entries, is_installed
 from .planner import ChatOptions, downscaled
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,8 @@ def list_local_vlms(search_dirs: Sequence[Path]) -> list[str]:
     """Folders under ``vlm/`` that hold a config.json (the user's own Qwen3-VL checkpoints included)."""
     found: list[str] = []
     for root in search_dirs:
-        vlm_dir = Path(root) / "vlm"
-        try:
-            entries = list(vlm_dir.iterdir()) if vlm_dir.is_dir() else []
-        except OSError:  # unreadable: must not break the node list
-            continue
-        found += sorted(p.name for p in entries if (p / "config.json").is_file() and p.name not in found)
+        entries = folder_entries(Path(root) / "vlm")
+        found += [p.name for p in entries if (p / "config.json").is_file() and p.name not in found]
     return found
 
 
