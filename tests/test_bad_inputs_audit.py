@@ -248,7 +248,7 @@ def _edited(box: tuple[int, int], channels: int = 3) -> torch.Tensor:
 
 @pytest.mark.parametrize("case, message", [
     ("nan mask", "part 'b': the mask contains NaN or infinite values"),
-    ("8-bit", r"part 'a': the edited image holds values up to 255, but an IMAGE holds 0..1 \(8-bit values not divided"),
+    ("8-bit", r"part 'a': the edited image holds values from \S+ to 255, but an IMAGE holds 0..1 \(8-bit values not divided"),
     ("input batch", r"the input image must be one IMAGE \[1,H,W,3\], got shape \(2, 64, 64, 3\); connect the one image"),
     ("same names", "part names must be unique; repeated: Hat, hat"),
 ])

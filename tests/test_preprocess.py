@@ -122,8 +122,8 @@ def test_images_in_0_255_are_refused_as_a_scale_problem_not_a_mask_problem():
     with pytest.raises(InputImageError) as error:
         prepare_condition_images(scene, None, background=1.0)
     message = str(error.value)
-    assert "image 0 has pixel values from 51 to 255" in message and "8-bit values not divided by 255" in message
-    assert "within 0..1" in message and "mask" not in message
+    assert "image 0 holds values from 51 to 255" in message and "8-bit values not divided by 255" in message
+    assert "an IMAGE holds 0..1" in message and "mask" not in message
     with pytest.raises(InputImageError, match="from -0.6 to 1"):
         prepare_condition_images(_scene() * 2 - 1, None, background=1.0)  # -1..1 is another scale too
     # Resampling overshoot of a few percent is clamped, not refused.

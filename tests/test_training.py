@@ -4,6 +4,7 @@ procedural set (64 px views; the base's VAE processor at 64 px keeps reference a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -231,12 +232,26 @@ def test_command_line_reports_errors(tmp_path, caplog):
     ("eval_guidance", 0.5, "eval_guidance must be at least 1"),
     ("unet_in_channels", 0, "unet_in_channels must be a whole number within 1..64"),
     ("max_steps", True, "max_steps must be int"),
+    ("lr_schedule", "linear", "lr_schedule must be one of \\('constant', 'cosine'\\)"),
 ])
 def test_each_out_of_range_setting_is_named(setting, value, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"dataset": "d", "output_dir": "o", setting: value})
     with pytest.raises(ConfigError, match="must be a JSON object of settings"):
         config_from_dict(["not", "a", "dict"])
+
+
+def test_learning_rate_schedules():
+    from types import SimpleNamespace
+
+    def rates(schedule):
+        config = config_from_dict({"dataset": "d", "output_dir": "o", "learning_rate": 1e-3, "lr_warmup_steps": 10,
+                                   "max_steps": 110, "lr_schedule": schedule})
+        return [PartGenTrainer.learning_rate(SimpleNamespace(config=config), step) for step in (0, 9, 10, 60, 109, 110)]
+
+    assert rates("constant") == pytest.approx([1e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    # the half cosine starts at the peak after the warm-up, is at half way half the peak, and reaches 0 at max_steps
+    assert rates("cosine") == pytest.approx([1e-4, 1e-3, 1e-3, 5e-4, 1e-3 * 0.5 * (1 + math.cos(math.pi * 0.99)), 0.0])
 
 
 def test_unusable_checkpoints_are_refused(tmp_path):

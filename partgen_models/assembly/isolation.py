@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..multiview.preprocess import (
-    _RANGE_TOLERANCE, InputImageError, alpha_from_background, alpha_from_mask, gray_to_rgb,
+    InputImageError, alpha_from_background, alpha_from_mask, gray_to_rgb, pixel_range_problem,
 )
 from ..planning.plan import MAX_PARTS
 
@@ -120,13 +120,9 @@ def _as_single_image(image: torch.Tensor, name: str, is_input: bool = False) -> 
     image = gray_to_rgb(image)
     if not torch.isfinite(image).all():
         raise IsolationError(f"{label} contains NaN or infinite values")
-    high = float(image.amax()) if image.numel() else 0.0
-    if high > 1.0 + _RANGE_TOLERANCE or float(image.amin()) < -_RANGE_TOLERANCE:
-        # clamped, such an image would read as blank (all white): say what is wrong instead
-        raise IsolationError(
-            f"{label} holds values up to {high:g}, but an IMAGE holds 0..1"
-            f"{' (8-bit values not divided by 255)' if high > 2.0 else ''}; scale it into 0..1"
-        )
+    problem = pixel_range_problem(image)
+    if problem:
+        raise IsolationError(f"{label} {problem}")
     return image.float().clamp(0.0, 1.0)
 
 

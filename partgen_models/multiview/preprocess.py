@@ -106,6 +106,20 @@ def gray_to_rgb(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([image[..., :1].expand(*image.shape[:-1], 3), image[..., 1:]], dim=-1)
 
 
+def pixel_range_problem(image: torch.Tensor) -> Optional[str]:
+    """None when a finite IMAGE's values are within 0..1 (give or take rounding); otherwise the rest of a
+    sentence naming the image: what its values are and how to fix them. Clamped, 0..255 values would read
+    as a white image, so every image input refuses them instead."""
+    if not image.numel():
+        return None
+    low, high = float(image.amin()), float(image.amax())
+    if low >= -_RANGE_TOLERANCE and high <= 1.0 + _RANGE_TOLERANCE:
+        return None
+    return (f"holds values from {low:g} to {high:g}, but an IMAGE holds 0..1"
+            f"{' (8-bit values not divided by 255)' if high > 2.0 else ''}; scale it into 0..1 (divide 8-bit values "
+            "by 255) or load it with LoadImage")
+
+
 def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise InputImageError(f"expected an IMAGE tensor [B,H,W,3], got {type(image).__name__}")
@@ -127,13 +141,9 @@ def _check_image(image: torch.Tensor, wording: InputWording = NODE_WORDING) -> t
         raise InputImageError(f"{name} contains NaN or infinite values; check the node that made it")
     if min(image.shape[1:3]) < 16:
         raise InputImageError(f"{name} is {image.shape[2]}x{image.shape[1]} pixels; use at least 16x16")
-    low, high = image.amin().item(), image.amax().item()
-    if low < -_RANGE_TOLERANCE or high > 1.0 + _RANGE_TOLERANCE:
-        hint = " (0..255: 8-bit values not divided by 255)" if high > 2.0 else ""
-        raise InputImageError(
-            f"{name} has pixel values from {low:g} to {high:g}{hint}, but an image must hold values within "
-            f"0..1. Scale it into 0..1 (divide 8-bit values by 255), or load it with LoadImage"
-        )
+    problem = pixel_range_problem(image)
+    if problem:
+        raise InputImageError(f"{name} {problem}")
     return image.float().clamp(0.0, 1.0)
 
 

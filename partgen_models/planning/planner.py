@@ -15,6 +15,7 @@ from typing import Optional, Protocol
 
 import torch
 
+from ..multiview.preprocess import pixel_range_problem
 from ..runtime import Runtime, default_runtime
 from .plan import PartPlan, PlannedPart
 from .reply import PlanReplyError, excerpt, parse_plan_reply
@@ -114,12 +115,9 @@ def plan_parts(
     image_size = image_size_of(image)
     if not bool(torch.isfinite(image).all()):
         raise PlanRequestError("the image holds NaN or infinite values; check the node that made it")
-    high, low = float(image.amax()), float(image.amin())
-    if high > 1.05 or low < -0.05:  # clamped for the VLM, 0..255 values would show it a white image
-        raise PlanRequestError(
-            f"the image holds values from {low:g} to {high:g}, but an IMAGE holds 0..1"
-            f"{' (8-bit values not divided by 255)' if high > 2.0 else ''}; scale it into 0..1 or load it with LoadImage"
-        )
+    problem = pixel_range_problem(image)
+    if problem:  # clamped for the VLM, 0..255 values would show it a white image
+        raise PlanRequestError(f"the image {problem}")
     messages = [("user", user_prompt(request, image_size))]
     source = f"vlm:{model.name}"
     reply = model.chat(SYSTEM_PROMPT, messages, image, options, runtime)

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 
 TASKS = ("segmentation", "completion")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,8 @@ class TrainingConfig:
     max_steps / batch_size: optimiser steps, samples per step per process (global batch = batch_size x
         processes). Activation memory grows linearly with batch_size; measure a machine's figure with
         ``python benchmarks/bench_training.py --size real --batch-size N`` (peak memory per batch).
-    learning_rate, lr_warmup_steps (linear warm-up, then constant), adam_beta1/2, adam_epsilon,
+    learning_rate, lr_warmup_steps (linear warm-up), lr_schedule after the warm-up ("constant", or
+        "cosine": a half cosine from learning_rate down to 0 at max_steps), adam_beta1/2, adam_epsilon,
         weight_decay, max_grad_norm (gradient clipping; 0 turns it off).
     mixed_precision: "bf16" (Ampere and later), "fp16" or "no" (float32; CPU).
     gradient_checkpointing: recompute activations in the backward pass: much less activation memory for
@@ -67,6 +69,7 @@ class TrainingConfig:
     batch_size: int = 4
     learning_rate: float = 1e-5
     lr_warmup_steps: int = 500
+    lr_schedule: str = "constant"
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -115,6 +118,8 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must be within [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.adam_epsilon < 1.0 or self.weight_decay < 0.0 or self.max_grad_norm < 0.0:
             raise ConfigError("adam_epsilon must be within (0, 1); weight_decay and max_grad_norm must be >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:

@@ -275,8 +275,15 @@ class PartGenTrainer:
     # one step
 
     def learning_rate(self, step: int) -> float:
-        warmup = self.config.lr_warmup_steps
-        return self.config.learning_rate * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        """The rate of optimiser step ``step`` (0-based): linear warm-up, then constant or a half cosine to 0."""
+        config = self.config
+        warmup = config.lr_warmup_steps
+        if step < warmup:
+            return config.learning_rate * (step + 1) / warmup
+        if config.lr_schedule == "cosine":
+            progress = (step - warmup) / max(1, config.max_steps - warmup)
+            return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return config.learning_rate
 
     @torch.no_grad()
     def _encode(self, grids: torch.Tensor) -> torch.Tensor:
