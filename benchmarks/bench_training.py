@@ -197,9 +197,9 @@ def run_tiny(args) -> None:
     run = work / f"run-{args.steps}-{args.seed}"
     config = config_from_dict(dict(
         dataset=str(data), output_dir=str(run), models_dir=str(work / "models"), max_steps=args.steps,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, mixed_precision="no",
-        gradient_checkpointing=False, condition_dropout=0.0, eval_every=args.steps, eval_objects=args.eval_objects,
-        eval_steps=args.eval_steps, eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, lr_schedule=args.lr_schedule,
+        mixed_precision="no", gradient_checkpointing=False, condition_dropout=0.0,
+        eval_every=args.eval_every or args.steps, eval_objects=args.eval_objects, eval_steps=args.eval_steps, eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
         keep_checkpoints=1, log_every=max(1, args.steps // 10), seed=args.seed))
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
     trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
@@ -213,14 +213,14 @@ def run_tiny(args) -> None:
     losses = [e["loss"] for e in log if "loss" in e]
     keys = ["eval/mAP50", "eval/mAP75", "eval/R@1", "eval/R@3", "eval/R@5", "eval/R@10"]
     print(f"tiny segmenter, {args.objects} training objects (procedural seed 1, 64 px views), batch {args.batch_size}, "
-          f"lr {args.learning_rate}; scored on {args.eval_objects} evaluation objects (seed 0), {args.eval_samples} "
-          f"samples x {args.eval_steps} steps; device {accelerator.device}")
+          f"lr {args.learning_rate} ({args.lr_schedule}), VAE {args.vae_downsampling}x; scored on {args.eval_objects} "
+          f"evaluation objects (seed 0), {args.eval_samples} samples x {args.eval_steps} steps; device {accelerator.device}")
     print(f"set built in {build_s:.0f} s; training {args.steps} steps (with evaluations) took {train_s:.0f} s; "
           f"loss {losses[0]:.4f} (first logged) -> {losses[-1]:.4f} (last)")
     print("| model | steps | " + " | ".join(k.split("/")[1] for k in keys) + " |")
     print("|---|---:|" + "---:|" * len(keys))
     for entry in evals:
-        name = "untrained (base + zero inputs)" if entry["step"] == 0 else "trained"
+        name = "untrained (base + zero inputs)" if entry["step"] == 0 else "trained"  # every --eval-every steps
         print(f"| {name} | {entry['step']} | " + " | ".join(f"{100 * entry[k]:.1f}" for k in keys) + " |")
     for name, summary in bounds.items():  # upper bounds: what the decode path allows
         print(f"| {name} (bound) | - | " + " | ".join(f"{100 * summary[k.split('/')[1]]:.1f}" for k in keys) + " |")
@@ -312,6 +312,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="real: untimed steps first")
     parser.add_argument("--batch-size", type=int, default=None, help="tiny: 4; real: 4")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="tiny only")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="tiny: after a 10-step warm-up, constant or a half cosine to 0 at --steps")
+    parser.add_argument("--eval-every", type=int, default=None, help="tiny: evaluate every N steps (default: at the end)")
     parser.add_argument("--vae-steps", type=int, default=700, help="tiny: steps fitting the tiny VAE")
     parser.add_argument("--vae-downsampling", type=int, choices=(2, 4, 8), default=2,
                         help="tiny: the benchmark base's VAE down-sampling (2: the palette survives best, bound "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-size GPU benchmarks in one go, for a lent GPU machine (one short, prepared run).
 #
-#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second, completion, multiview (default: existing)
+#   benchmarks/gpu_suite.sh [stage ...]     # stages: existing, second, completion, multiview, training (default: existing)
 #
 # Every table goes to stdout and to $OUT/gpu_tables.txt (or benchmarks/out/ when $OUT is unset), to be
 # pasted into benchmarks/RESULTS.md. Upstream code is never committed: PARTGEN_UPSTREAM (default
@@ -59,6 +59,13 @@ for stage in $stages; do
         # shellcheck disable=SC2046
         run multiview_fp16 150 benchmarks/bench_multiview.py --size real --dtype fp16 --repeats 3 $(upstream_arg --upstream zero123plus)
         run step_host_work 30 benchmarks/bench_step_host_work.py --threads 1 "$(nproc)"
+        ;;
+    training)
+        # issue 10: does a trained tiny segmenter beat an untrained one, with a budget a CPU cannot afford (every
+        # CPU run scored mAP50 0.0 before and after: RESULTS.md 'Training'); then the real-size completion row
+        run training_tiny_long 330 benchmarks/bench_training.py --device auto --vae-downsampling 4 --steps 3000 \
+            --batch-size 16 --learning-rate 2e-3 --lr-schedule cosine --eval-every 1000
+        run training_completion_real 90 benchmarks/bench_training.py --size real --task completion
         ;;
     completion)
         run completion_fp16 110 benchmarks/bench_completion.py --size real --dtype fp16 --parts 1 4 8 --repeats 1
