@@ -9,13 +9,16 @@
 fixed budget of ``--steps`` steps and prints PartGen's automatic-mode metrics (mAP50/75, recall@K) of
 the untrained (step 0: the base UNet with zero-initialised extra inputs) and the trained model, scored
 by the trainer's own periodic evaluation. A random tiny VAE does not reconstruct what it encodes, so
-the script first fits the tiny base's VAE as an autoencoder on palette-coded target grids
-(``--vae-steps``, ``fit_tiny_vae``) and sets its scaling factor so scaled latents have unit variance, as
-Stable Diffusion's has; with ``--vae-downsampling 2`` (default) or 4 the VAE and UNet are shallower
-(``write_shallow_base``) so a 64 px view's palette survives the latent. The base stays in the release's
+the script first fits the tiny base's VAE as an autoencoder on palette-coded target grids and on the
+object grids the segmenter reads (``--vae-steps``, ``--vae-fit``, ``fit_tiny_vae``) and sets its scaling
+factor so scaled latents have unit variance, as Stable Diffusion's has; with ``--vae-downsampling 4``
+(default) or 2 the VAE and UNet are shallower (``write_shallow_base``) so a 64 px view's palette survives
+the latent. The base stays in the release's
 folder layout and loads through the same loader. Below the table it prints what the decode path allows
-(``upper_bounds``). On a CPU the default budget takes about 15-25 minutes; on a GPU (``--device auto``)
-thousands of steps take minutes, which is what showing training helping needs (RESULTS.md 'Training').
+(``upper_bounds``). The default budget (3000 steps of batch 4, lr 2e-3 with a cosine decay, evaluated every
+1000 steps) takes about 35 minutes on a quiet 2-core CPU and has not yet shown a trained model reliably
+beating an untrained one there (RESULTS.md 'Training'); on a GPU (``--device auto``, e.g. ``--batch-size 16``)
+the same steps take minutes (``benchmarks/gpu_suite.sh training``).
 
 ``--size real`` builds the real Zero123++ v1.2 architecture (866M UNet widened to 8 / 13 inputs,
 the SD VAE, the ViT-H CLIP image encoder) with random weights on the GPU, a small training set of
@@ -61,15 +64,20 @@ def _build_set(work: Path, objects: int, view_size: int, input_size: int, device
 # tiny: mAP before and after
 
 
-def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int, crop: int = 64, batch_size: int = 8) -> dict:
+def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int, crop: int = 64, batch_size: int = 8,
+                 renders: bool = True) -> dict:
     """Train the tiny base's VAE to reconstruct the palette-coded target grids of the training set (a fresh
-    colour assignment per sample, as the trainer draws them); write it back into ``base/vae`` with a scaling
-    factor giving scaled latents unit variance.
+    colour assignment per sample, as the trainer draws them) and, with ``renders``, the object grids (the
+    segmenter's input); write it back into ``base/vae`` with a scaling factor giving scaled latents unit
+    variance.
 
     Recipe (RESULTS.md 'Training'): Adam with a one-cycle schedule (peak lr 5e-3, 10 % warm-up), batches of
-    ``batch_size`` random ``crop``-px crops (8-aligned) of target grids, MSE on posterior means (the pipeline
-    encodes means; fitting samples drawn with the random VAE's unit std converges far slower). The object
-    renders (the segmenter's input) are not fitted: their latents need to inform, not to reconstruct."""
+    ``batch_size`` random ``crop``-px crops (8-aligned), half of target grids and half of object grids with
+    ``renders``, else all of target grids; MSE on posterior means (the pipeline encodes means; fitting
+    samples drawn with the random VAE's unit std converges far slower). Fitting the renders too matters: a
+    VAE fitted on targets alone maps the parts' material colours of an object grid onto stripes and swapped
+    hues, the segmenter cannot tell the parts apart in its input, and every trained model scored mAP50 0.0;
+    the real SD VAE reconstructs renders."""
     from safetensors.torch import save
 
     from partgen_models.multiview.zero123pp import load_zero123plus
@@ -83,7 +91,11 @@ def fit_tiny_vae(base: Path, data: Path, steps: int, seed: int, crop: int = 64, 
     crops = torch.Generator().manual_seed(seed + 11)
     last = float("nan")
     for step in range(steps):
-        targets = batches[step]["target"]  # (B, 3, H, W) in 0..1
+        batch = batches[step]
+        targets = batch["target"]  # (B, 3, H, W) in 0..1
+        if renders:
+            half = len(targets) // 2
+            targets = torch.cat([targets[:half], batch["condition"][half:]])
         height, width = targets.shape[2:]
         ys = torch.randint(0, (height - crop) // 8 + 1, (len(targets),), generator=crops) * 8
         xs = torch.randint(0, (width - crop) // 8 + 1, (len(targets),), generator=crops) * 8
@@ -189,8 +201,8 @@ def run_tiny(args) -> None:
     build_s = time.perf_counter() - started
     vae = json.loads((base / "vae" / "config.json").read_text())
     if not (base / "vae" / "fitted").is_file():
-        fitted = fit_tiny_vae(base, data, args.vae_steps, args.seed)
-        (base / "vae" / "fitted").write_text(json.dumps(fitted))
+        fitted = fit_tiny_vae(base, data, args.vae_steps, args.seed, renders=args.vae_fit == "both")
+        (base / "vae" / "fitted").write_text(json.dumps(dict(fitted, fitted_on=args.vae_fit)))
         vae = json.loads((base / "vae" / "config.json").read_text())
     logger.info("VAE scaling factor %.4f", vae["scaling_factor"])
     bounds = upper_bounds(base, args.eval_objects, 64, args.seed)
@@ -199,7 +211,8 @@ def run_tiny(args) -> None:
         dataset=str(data), output_dir=str(run), models_dir=str(work / "models"), max_steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, lr_schedule=args.lr_schedule,
         mixed_precision="no", gradient_checkpointing=False, condition_dropout=0.0,
-        eval_every=args.eval_every or args.steps, eval_objects=args.eval_objects, eval_steps=args.eval_steps, eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
+        eval_every=args.eval_every, eval_objects=args.eval_objects, eval_steps=args.eval_steps,
+        eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
         keep_checkpoints=1, log_every=max(1, args.steps // 10), seed=args.seed))
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
     trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
@@ -308,17 +321,21 @@ def main() -> None:
                         help="real size only; the tiny benchmark scores segmentation")
     parser.add_argument("--work", help="working folder (kept; reused by a second run); default: a new temp folder")
     parser.add_argument("--objects", type=int, default=None, help="training objects (tiny: 24, real: 8)")
-    parser.add_argument("--steps", type=int, default=None, help="tiny: training budget (300); real: timed steps (10)")
+    parser.add_argument("--steps", type=int, default=None, help="tiny: training budget (3000); real: timed steps (10)")
     parser.add_argument("--warmup", type=int, default=3, help="real: untimed steps first")
     parser.add_argument("--batch-size", type=int, default=None, help="tiny: 4; real: 4")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="tiny only")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="tiny only")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine",
                         help="tiny: after a 10-step warm-up, constant or a half cosine to 0 at --steps")
-    parser.add_argument("--eval-every", type=int, default=None, help="tiny: evaluate every N steps (default: at the end)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="tiny: evaluate every N steps (default: 1000, and at the end)")
     parser.add_argument("--vae-steps", type=int, default=700, help="tiny: steps fitting the tiny VAE")
-    parser.add_argument("--vae-downsampling", type=int, choices=(2, 4, 8), default=2,
-                        help="tiny: the benchmark base's VAE down-sampling (2: the palette survives best, bound "
-                             "mAP50 ~50, a segmenter step ~1.5-3 s on a CPU; 4: bound ~30, ~0.55 s; 8: the "
+    parser.add_argument("--vae-fit", choices=("both", "targets"), default="both",
+                        help="tiny: fit the VAE on target grids and object grids (both), or on target grids only "
+                             "(the segmenter then cannot tell the parts apart in its input: mAP50 0.0 in every run)")
+    parser.add_argument("--vae-downsampling", type=int, choices=(2, 4, 8), default=4,
+                        help="tiny: the benchmark base's VAE down-sampling (4: bound mAP50 ~20-30, a segmenter "
+                             "step ~0.55 s on a CPU; 2: the palette survives best, bound ~50, ~1.5-3 s; 8: the "
                              "release's layout and the tests' tiny base, which cannot hold the palette at 64 px; "
                              "RESULTS.md 'Training')")
     parser.add_argument("--eval-objects", type=int, default=6)
@@ -331,7 +348,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.size == "tiny":
-        args = replace_defaults(args, objects=24, steps=300, batch_size=4)
+        args = replace_defaults(args, objects=24, steps=3000, batch_size=4)
+        args = replace_defaults(args, eval_every=min(1000, args.steps))
         run_tiny(args)
     else:
         args = replace_defaults(args, objects=8, steps=10, batch_size=4)
