@@ -13,8 +13,7 @@ the script first fits the tiny base's VAE as an autoencoder on palette-coded tar
 object grids the segmenter reads (``--vae-steps``, ``--vae-fit``, ``fit_tiny_vae``) and sets its scaling
 factor so scaled latents have unit variance, as Stable Diffusion's has; with ``--vae-downsampling 4``
 (default) or 2 the VAE and UNet are shallower (``write_shallow_base``) so a 64 px view's palette survives
-the latent. The base stays in the release's
-folder layout and loads through the same loader. Below the table it prints what the decode path allows
+the latent. The base stays in the release's folder layout and loads through the same loader. Below the table it prints what the decode path allows
 (``upper_bounds``). The default budget (3000 steps of batch 4, lr 2e-3 with a cosine decay, evaluated every
 1000 steps) takes about 35 minutes on a quiet 2-core CPU and has not yet shown a trained model reliably
 beating an untrained one there (RESULTS.md 'Training'); on a GPU (``--device auto``, e.g. ``--batch-size 16``)
@@ -184,6 +183,20 @@ def write_shallow_base(base: Path, downsampling: int, seed: int) -> None:
     _save_safetensors(unet.state_dict(), base / "unet" / "diffusion_pytorch_model.safetensors")
 
 
+def refuse_other_base(base: Path, args) -> None:
+    """A reused ``--work`` folder keeps its base: refuse flags that ask for another one instead of silently
+    scoring the old VAE (a fit without ``fitted_on`` predates ``--vae-fit`` and was fitted on targets only)."""
+    blocks = json.loads((base / "vae" / "config.json").read_text())["block_out_channels"]
+    has = {"--vae-downsampling": 2 ** (len(blocks) - 1)}
+    if (base / "vae" / "fitted").is_file():
+        has["--vae-fit"] = json.loads((base / "vae" / "fitted").read_text()).get("fitted_on", "targets")
+    wanted = {"--vae-downsampling": args.vae_downsampling, "--vae-fit": args.vae_fit}
+    for flag, value in has.items():
+        if value != wanted[flag]:
+            raise SystemExit(f"{base} holds a base made with {flag} {value}, not {wanted[flag]}: pass that, or "
+                             "another --work folder")
+
+
 def run_tiny(args) -> None:
     from accelerate import Accelerator
 
@@ -196,6 +209,7 @@ def run_tiny(args) -> None:
         write_tiny_training_base(base, seed=args.seed)
         if args.vae_downsampling != 8:
             write_shallow_base(base, args.vae_downsampling, args.seed)
+    refuse_other_base(base, args)
     started = time.perf_counter()
     data = _build_set(work, args.objects, 64, 64, None)
     build_s = time.perf_counter() - started

@@ -33,4 +33,9 @@ def test_tiny_benchmark_prints_before_and_after(tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "run-2-0" / "metrics.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in metrics if "eval/mAP50" in entry] == [0, 1, 2]
     fitted = json.loads((tmp_path / "models" / "zero123plus-v1.2" / "vae" / "fitted").read_text())
-    assert fitted["scaling_factor"] > 0
+    assert fitted["scaling_factor"] > 0 and fitted["fitted_on"] == "both"
+    # the same folder reused with a VAE of another kind is refused, not silently scored with the old one
+    for flag in (["--vae-fit", "targets"], ["--vae-downsampling", "2"]):
+        again = subprocess.run(command + flag, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert again.returncode != 0 and f"holds a base made with {flag[0]} " in again.stderr
