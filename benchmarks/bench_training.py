@@ -8,7 +8,11 @@
 ``--objects`` objects; the evaluation set is seed 0, so the objects scored are never trained on) for a
 fixed budget of ``--steps`` steps and prints PartGen's automatic-mode metrics (mAP50/75, recall@K) of
 the untrained (step 0: the base UNet with zero-initialised extra inputs) and the trained model, scored
-by the trainer's own periodic evaluation. A random tiny VAE does not reconstruct what it encodes, so
+by the trainer's own periodic evaluation (every ``--eval-every`` steps, cheap: ``--eval-objects`` objects,
+``--eval-samples`` samples, so noisy). Each evaluation also keeps a checkpoint, and after training the untrained
+model and every checkpoint are scored again on ``--final-objects`` objects with ``--final-samples`` samples of
+``--final-steps`` steps (``score_checkpoints``; the rows marked "final scoring"); calling the script again on
+the same ``--work`` folder skips the finished training and only scores again. A random tiny VAE does not reconstruct what it encodes, so
 the script first fits the tiny base's VAE as an autoencoder on palette-coded target grids and on the
 object grids the segmenter reads (``--vae-steps``, ``--vae-fit``, ``fit_tiny_vae``) and sets its scaling
 factor so scaled latents have unit variance, as Stable Diffusion's has; with ``--vae-downsampling 4``
@@ -197,6 +201,26 @@ def refuse_other_base(base: Path, args) -> None:
                              "another --work folder")
 
 
+def score_checkpoints(run: Path, config, accelerator, objects: int, samples: int,
+                      steps: int) -> list[tuple[int, dict]]:
+    """Score the untrained model (step 0) and every checkpoint kept in ``run`` again, on ``objects``
+    evaluation objects with ``samples`` samples of ``steps`` steps each: the periodic evaluations during
+    training are kept cheap (few objects and samples), so their numbers are noisy. Sample grids go to
+    ``run/final/samples``; the run's own log and checkpoints are not touched."""
+    from dataclasses import replace
+
+    from partgen_models.training.trainer import PartGenTrainer
+    from partgen_models.training.unet import list_checkpoints
+
+    final = replace(config, output_dir=str(run / "final"), eval_objects=objects, eval_samples=samples, eval_steps=steps)
+    scores = []
+    for checkpoint in [None] + list_checkpoints(run):
+        trainer = PartGenTrainer("segmentation", final, accelerator=accelerator, resume=checkpoint)
+        scores.append((trainer.step, trainer.evaluate()))
+        logger.warning("final scoring: step %d: mAP50 %.1f", trainer.step, 100 * scores[-1][1]["eval/mAP50"])
+    return scores
+
+
 def run_tiny(args) -> None:
     from accelerate import Accelerator
 
@@ -219,22 +243,30 @@ def run_tiny(args) -> None:
         (base / "vae" / "fitted").write_text(json.dumps(dict(fitted, fitted_on=args.vae_fit)))
         vae = json.loads((base / "vae" / "config.json").read_text())
     logger.info("VAE scaling factor %.4f", vae["scaling_factor"])
-    bounds = upper_bounds(base, args.eval_objects, 64, args.seed)
+    bounds = upper_bounds(base, args.final_objects if args.final_samples else args.eval_objects, 64, args.seed)
     run = work / f"run-{args.steps}-{args.seed}"
     config = config_from_dict(dict(
         dataset=str(data), output_dir=str(run), models_dir=str(work / "models"), max_steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, lr_schedule=args.lr_schedule,
         mixed_precision="no", gradient_checkpointing=False, condition_dropout=0.0,
         eval_every=args.eval_every, eval_objects=args.eval_objects, eval_steps=args.eval_steps,
-        eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.steps,
-        keep_checkpoints=1, log_every=max(1, args.steps // 10), seed=args.seed))
+        eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.eval_every,
+        keep_checkpoints=1000, log_every=max(1, args.steps // 10), seed=args.seed))
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
     trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
-    if trainer.step:
-        raise SystemExit(f"{run} already holds a finished run; remove it or pass another --work/--seed")
+    if trainer.step >= args.steps:
+        logger.warning("%s already holds a finished run: scoring its checkpoints only", run)
+    elif trainer.step:
+        raise SystemExit(f"{run} holds an unfinished run (step {trainer.step}); remove it or pass another --work/--seed")
     started = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - started
+    del trainer
+    final = []
+    if args.final_samples:
+        started = time.perf_counter()
+        final = score_checkpoints(run, config, accelerator, args.final_objects, args.final_samples, args.final_steps)
+        final_s = time.perf_counter() - started
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in log if "eval/mAP50" in e]
     losses = [e["loss"] for e in log if "loss" in e]
@@ -242,13 +274,20 @@ def run_tiny(args) -> None:
     print(f"tiny segmenter, {args.objects} training objects (procedural seed 1, 64 px views), batch {args.batch_size}, "
           f"lr {args.learning_rate} ({args.lr_schedule}), VAE {args.vae_downsampling}x; scored on {args.eval_objects} "
           f"evaluation objects (seed 0), {args.eval_samples} samples x {args.eval_steps} steps; device {accelerator.device}")
-    print(f"set built in {build_s:.0f} s; training {args.steps} steps (with evaluations) took {train_s:.0f} s; "
+    trained = f"took {train_s:.0f} s" if train_s > 1 else "were done by an earlier call"
+    print(f"set built in {build_s:.0f} s; training {args.steps} steps (with evaluations) {trained}; "
           f"loss {losses[0]:.4f} (first logged) -> {losses[-1]:.4f} (last)")
     print("| model | steps | " + " | ".join(k.split("/")[1] for k in keys) + " |")
     print("|---|---:|" + "---:|" * len(keys))
     for entry in evals:
         name = "untrained (base + zero inputs)" if entry["step"] == 0 else "trained"  # every --eval-every steps
         print(f"| {name} | {entry['step']} | " + " | ".join(f"{100 * entry[k]:.1f}" for k in keys) + " |")
+    if final:
+        print(f"final scoring ({final_s:.0f} s): the same models on {args.final_objects} evaluation objects (seed 0), "
+              f"{args.final_samples} samples x {args.final_steps} steps")
+        for step, metrics in final:
+            name = "untrained (base + zero inputs)" if step == 0 else "trained"
+            print(f"| {name}, final scoring | {step} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in keys) + " |")
     for name, summary in bounds.items():  # upper bounds: what the decode path allows
         print(f"| {name} (bound) | - | " + " | ".join(f"{100 * summary[k.split('/')[1]]:.1f}" for k in keys) + " |")
 
@@ -352,6 +391,10 @@ def main() -> None:
                              "step ~0.55 s on a CPU; 2: the palette survives best, bound ~50, ~1.5-3 s; 8: the "
                              "release's layout and the tests' tiny base, which cannot hold the palette at 64 px; "
                              "RESULTS.md 'Training')")
+    parser.add_argument("--final-objects", type=int, default=12,
+                        help="tiny: after training, score step 0 and every checkpoint again on this many objects")
+    parser.add_argument("--final-samples", type=int, default=6, help="tiny: ... with this many samples (0: skip)")
+    parser.add_argument("--final-steps", type=int, default=20, help="tiny: ... of this many sampling steps")
     parser.add_argument("--eval-objects", type=int, default=6)
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--eval-samples", type=int, default=3)
