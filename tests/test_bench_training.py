@@ -25,7 +25,7 @@ def test_tiny_benchmark_prints_before_and_after(tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert "lr 0.002 (cosine), VAE 4x" in lines[0]
+    assert "lr 0.001 (cosine), VAE 4x" in lines[0]
     rows = [line for line in lines if line.startswith("| ")]
     assert [row.split(" | ")[1] for row in rows[1:4]] == ["0", "1", "2"]  # step 0, then every --eval-every step
     assert rows[1].startswith("| untrained (base + zero inputs) |") and rows[3].startswith("| trained |")
