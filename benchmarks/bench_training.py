@@ -39,6 +39,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -207,8 +208,6 @@ def score_checkpoints(run: Path, config, accelerator, objects: int, samples: int
     evaluation objects with ``samples`` samples of ``steps`` steps each: the periodic evaluations during
     training are kept cheap (few objects and samples), so their numbers are noisy. Sample grids go to
     ``run/final/samples``; the run's own log and checkpoints are not touched."""
-    from dataclasses import replace
-
     from partgen_models.training.trainer import PartGenTrainer
     from partgen_models.training.unet import list_checkpoints
 
@@ -250,8 +249,14 @@ def run_tiny(args) -> None:
         batch_size=args.batch_size, learning_rate=args.learning_rate, lr_warmup_steps=10, lr_schedule=args.lr_schedule,
         mixed_precision="no", gradient_checkpointing=False, condition_dropout=0.0,
         eval_every=args.eval_every, eval_objects=args.eval_objects, eval_steps=args.eval_steps,
-        eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.eval_every,
+        eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.eval_every or args.steps,
         keep_checkpoints=1000, log_every=max(1, args.steps // 10), seed=args.seed))
+    if args.final_samples:  # the final scoring's settings are checked now, not after the training
+        try:
+            replace(config, eval_objects=args.final_objects, eval_samples=args.final_samples, eval_steps=args.final_steps)
+        except ValueError as error:
+            raise SystemExit(f"--final-objects / --final-samples / --final-steps: {error} (the final scoring is an "
+                             "evaluation with those settings)") from None
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
     trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
     if trainer.step >= args.steps:

@@ -44,6 +44,10 @@ def test_tiny_benchmark_prints_before_and_after(tmp_path):
     assert again.returncode == 0 and "already holds a finished run" in again.stderr
     assert [line.split(" | ")[1] for line in again.stdout.splitlines() if ", final scoring |" in line] == ["0", "1", "2"]
     assert (tmp_path / "run-2-0" / "metrics.jsonl").read_text().count("eval/mAP50") == 3  # its log untouched
+    # final-scoring settings out of range stop before any training, naming the flags
+    bad = subprocess.run(command[:-6] + ["--final-samples", "99"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert bad.returncode != 0 and "--final-samples" in bad.stderr and "1..64, got 99" in bad.stderr
     # the same folder reused with a VAE of another kind is refused, not silently scored with the old one
     for flag in (["--vae-fit", "targets"], ["--vae-downsampling", "2"]):
         again = subprocess.run(command + flag, capture_output=True, text=True, timeout=600,
