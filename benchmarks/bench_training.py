@@ -202,16 +202,15 @@ def refuse_other_base(base: Path, args) -> None:
                              "another --work folder")
 
 
-def score_checkpoints(run: Path, config, accelerator, objects: int, samples: int,
-                      steps: int) -> list[tuple[int, dict]]:
-    """Score the untrained model (step 0) and every checkpoint kept in ``run`` again, on ``objects``
-    evaluation objects with ``samples`` samples of ``steps`` steps each: the periodic evaluations during
-    training are kept cheap (few objects and samples), so their numbers are noisy. Sample grids go to
-    ``run/final/samples``; the run's own log and checkpoints are not touched."""
+def score_checkpoints(run: Path, final, accelerator) -> list[tuple[int, dict]]:
+    """Score the untrained model (step 0) and every checkpoint kept in ``run`` again with the evaluation
+    settings of ``final`` (the run's config with more objects and samples: the periodic evaluations during
+    training are kept cheap, so their numbers are noisy). Sample grids go to ``run/final/samples``; the
+    run's own log and checkpoints are not touched."""
     from partgen_models.training.trainer import PartGenTrainer
     from partgen_models.training.unet import list_checkpoints
 
-    final = replace(config, output_dir=str(run / "final"), eval_objects=objects, eval_samples=samples, eval_steps=steps)
+    final = replace(final, output_dir=str(run / "final"))
     scores = []
     for checkpoint in [None] + list_checkpoints(run):
         trainer = PartGenTrainer("segmentation", final, accelerator=accelerator, resume=checkpoint)
@@ -251,15 +250,18 @@ def run_tiny(args) -> None:
         eval_every=args.eval_every, eval_objects=args.eval_objects, eval_steps=args.eval_steps,
         eval_samples=args.eval_samples, eval_guidance=1.0, checkpoint_every=args.eval_every or args.steps,
         keep_checkpoints=1000, log_every=max(1, args.steps // 10), seed=args.seed))
+    final_config = None
     if args.final_samples:  # the final scoring's settings are checked now, not after the training
         try:
-            replace(config, eval_objects=args.final_objects, eval_samples=args.final_samples, eval_steps=args.final_steps)
+            final_config = replace(config, eval_objects=args.final_objects, eval_samples=args.final_samples,
+                                   eval_steps=args.final_steps)
         except ValueError as error:
             raise SystemExit(f"--final-objects / --final-samples / --final-steps: {error} (the final scoring is an "
                              "evaluation with those settings)") from None
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="no")
     trainer = PartGenTrainer("segmentation", config, accelerator=accelerator)
-    if trainer.step >= args.steps:
+    already_trained = trainer.step >= args.steps
+    if already_trained:
         logger.warning("%s already holds a finished run: scoring its checkpoints only", run)
     elif trainer.step:
         raise SystemExit(f"{run} holds an unfinished run (step {trainer.step}); remove it or pass another --work/--seed")
@@ -268,9 +270,9 @@ def run_tiny(args) -> None:
     train_s = time.perf_counter() - started
     del trainer
     final = []
-    if args.final_samples:
+    if final_config is not None:
         started = time.perf_counter()
-        final = score_checkpoints(run, config, accelerator, args.final_objects, args.final_samples, args.final_steps)
+        final = score_checkpoints(run, final_config, accelerator)
         final_s = time.perf_counter() - started
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in log if "eval/mAP50" in e]
@@ -279,7 +281,7 @@ def run_tiny(args) -> None:
     print(f"tiny segmenter, {args.objects} training objects (procedural seed 1, 64 px views), batch {args.batch_size}, "
           f"lr {args.learning_rate} ({args.lr_schedule}), VAE {args.vae_downsampling}x; scored on {args.eval_objects} "
           f"evaluation objects (seed 0), {args.eval_samples} samples x {args.eval_steps} steps; device {accelerator.device}")
-    trained = f"took {train_s:.0f} s" if train_s > 1 else "were done by an earlier call"
+    trained = "were done by an earlier call" if already_trained else f"took {train_s:.0f} s"
     print(f"set built in {build_s:.0f} s; training {args.steps} steps (with evaluations) {trained}; "
           f"loss {losses[0]:.4f} (first logged) -> {losses[-1]:.4f} (last)")
     print("| model | steps | " + " | ".join(k.split("/")[1] for k in keys) + " |")
